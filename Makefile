@@ -1,0 +1,64 @@
+# SessionMonitoring developer commands. Every target sets itself up: virtualenv, install, codegen.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --warn-undefined-variables
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+GEN_STAMP := generated/.stamp
+
+.PHONY: help run test lint generate check-generated bench soak migrate clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11+ is required (found $$($(PYTHON) --version))" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(GEN_STAMP): $(STAMP) $(PROTOS)
+	rm -rf generated/sessionmonitoring
+	mkdir -p generated
+	$(BIN)/python -m grpc_tools.protoc -Iprotos \
+		--python_out=generated --pyi_out=generated --grpc_python_out=generated $(PROTOS)
+	touch $@
+
+generate: ## Regenerate generated/ from protos/ (committed; never edit by hand)
+	rm -f $(GEN_STAMP)
+	$(MAKE) --no-print-directory $(GEN_STAMP)
+
+check-generated: $(STAMP) ## Fail if generated/ differs from what `make generate` produces
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(BIN)/python -m grpc_tools.protoc -Iprotos \
+		--python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS); \
+	diff -r --exclude=.stamp --exclude=__pycache__ "$$tmp/sessionmonitoring" generated/sessionmonitoring \
+		|| { echo "generated/ is stale: run 'make generate' and commit" >&2; exit 1; }
+
+run: $(GEN_STAMP) ## Serve on 127.0.0.1:50051 (embedded PostgreSQL with demo data unless DATABASE_URL is set)
+	$(BIN)/python -m server serve
+
+migrate: $(GEN_STAMP) ## Apply database migrations to DATABASE_URL (or the embedded PostgreSQL)
+	$(BIN)/python -m server migrate
+
+test: $(GEN_STAMP) ## Run the whole suite against a real PostgreSQL (embedded, or TEST_DATABASE_URL)
+	$(BIN)/python -m pytest
+
+lint: check-generated ## ruff, mypy, buf lint and the generated-code freshness check
+	$(BIN)/ruff check server tests
+	$(BIN)/ruff format --check server tests
+	$(BIN)/mypy
+	$(BIN)/buf lint
+
+bench: $(GEN_STAMP) ## Benchmark every RPC against the raw-SQL and bare-gRPC limits (writes BENCHMARKS.md)
+	$(BIN)/python -m server.bench
+
+clean: ## Remove the virtualenv and local database data
+	rm -rf $(VENV) .data

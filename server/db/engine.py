@@ -1,0 +1,46 @@
+"""The SQLAlchemy async engine, and how to tell "database unreachable" from other failures."""
+
+from __future__ import annotations
+
+import asyncpg
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+APPLICATION_NAME = "sessionmonitoring"
+# SQLSTATE classes meaning the server is gone or refusing us: connection exceptions (08) and
+# operator intervention (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def create_engine(
+    database_url: str, *, pool_size: int, pool_timeout: float, connect_timeout: float
+) -> AsyncEngine:
+    """An asyncpg-backed engine with a bounded pool."""
+    return create_async_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        # A pooled connection whose server went away is detected on use and discarded, so the
+        # next call after an outage reconnects instead of failing again.
+        pool_pre_ping=False,
+        connect_args={
+            "timeout": connect_timeout,
+            "server_settings": {"application_name": APPLICATION_NAME},
+        },
+    )
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` (or anything it wraps) means PostgreSQL cannot be reached right now."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        if isinstance(seen, OSError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError):
+            return True
+        sqlstate = getattr(seen, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

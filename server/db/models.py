@@ -1,0 +1,116 @@
+"""The schema other services share with us: `chat_sessions` and `chat_messages`.
+
+Names and meanings are a contract with the services that write these tables. Every primary,
+unique and foreign key leads with tenant_id so the tables can be distributed by tenant
+(Citus `create_distributed_table(..., 'tenant_id')`) without change.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    MetaData,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# The status a session displays: stored metadata `status`, or `active` when there is none. The
+# list filter and its index must use this exact expression for the index to apply.
+EFFECTIVE_STATUS_SQL = "COALESCE(metadata ->> 'status', 'active')"
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint names Alembic can rely on."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class ChatSession(Base):
+    """One chat session of one tenant; its status lives in `metadata` (`status`, `endTime`)."""
+
+    __tablename__ = "chat_sessions"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    channel_type: Mapped[str | None] = mapped_column(String(255))
+    metadata_: Mapped[Any] = mapped_column("metadata", JSONB(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+    __table_args__ = (
+        # Newest-first listing with a unique tie-break (keyset pagination).
+        Index(
+            "ix_chat_sessions_tenant_created",
+            "tenant_id",
+            text("created_at DESC"),
+            text("session_id DESC"),
+        ),
+        # The status filter, on the same expression the queries use (unset = active).
+        Index(
+            "ix_chat_sessions_tenant_status_created",
+            "tenant_id",
+            text(f"({EFFECTIVE_STATUS_SQL})"),
+            text("created_at DESC"),
+            text("session_id DESC"),
+        ),
+        Index(
+            "ix_chat_sessions_tenant_channel_created",
+            "tenant_id",
+            "channel_type",
+            text("created_at DESC"),
+            text("session_id DESC"),
+        ),
+    )
+
+
+class ChatMessage(Base):
+    """One message of a chat session; assistant messages' `metadata` feeds the trace."""
+
+    __tablename__ = "chat_messages"
+
+    tenant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(255), nullable=False)
+    # Nullable because other writers have been seen to leave them empty; reads must cope.
+    role: Mapped[str | None] = mapped_column(String(32))
+    content: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[Any] = mapped_column("metadata", JSONB(none_as_null=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "session_id"],
+            ["chat_sessions.tenant_id", "chat_sessions.session_id"],
+            ondelete="CASCADE",
+        ),
+        # Messages of one session, oldest first, tie-broken by id; also serves the counts.
+        Index("ix_chat_messages_tenant_session_created", "tenant_id", "session_id", "created_at", "id"),
+    )
+
+
+sessions_table = ChatSession.__table__
+messages_table = ChatMessage.__table__

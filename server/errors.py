@@ -1,0 +1,151 @@
+"""Every error the service reports, and the one table that maps each to a gRPC status.
+
+Handlers and the layers below raise these exceptions; only `interceptors` turns them into
+statuses. Reasons and messages are constants so that tests assert on them, not on prose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "sessionmonitoring"
+
+# ErrorInfo reasons: stable, machine-readable names callers may switch on.
+REASON_MISSING_TENANT_ID = "MISSING_TENANT_ID"
+REASON_INVALID_TENANT_ID = "INVALID_TENANT_ID"
+REASON_INVALID_ARGUMENT = "INVALID_ARGUMENT"
+REASON_SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+REASON_SESSION_METADATA_NOT_OBJECT = "SESSION_METADATA_NOT_OBJECT"
+REASON_DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+REASON_INTERNAL = "INTERNAL"
+
+MESSAGE_MISSING_TENANT_ID = "the x-tenant-id metadata is required"
+MESSAGE_INVALID_ARGUMENT = "the request has invalid fields"
+MESSAGE_SESSION_NOT_FOUND = "session not found"
+MESSAGE_SESSION_METADATA_NOT_OBJECT = (
+    "the session's stored metadata is not a JSON object; its status cannot be set without "
+    "overwriting it"
+)
+MESSAGE_DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
+MESSAGE_INTERNAL = "internal error"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad request field: its path (e.g. `page_size`) and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+@dataclass
+class ServiceError(Exception):
+    """Base of every error the service reports to callers."""
+
+    message: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    code = grpc.StatusCode.UNKNOWN
+    reason = REASON_INTERNAL
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class MissingTenantError(ServiceError):
+    """Raised when a call carries no (or an empty) `x-tenant-id` metadata value."""
+
+    message: str = MESSAGE_MISSING_TENANT_ID
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = REASON_MISSING_TENANT_ID
+
+
+@dataclass
+class InvalidTenantError(ServiceError):
+    """Raised when `x-tenant-id` is malformed, repeated, or sent as binary metadata."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = REASON_INVALID_TENANT_ID
+
+
+@dataclass
+class InvalidArgumentError(ServiceError):
+    """Raised when request fields are invalid; carries one violation per bad field."""
+
+    message: str = MESSAGE_INVALID_ARGUMENT
+    violations: Sequence[FieldViolation] = ()
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = REASON_INVALID_ARGUMENT
+
+
+@dataclass
+class SessionNotFoundError(ServiceError):
+    """Raised when the calling tenant has no session with the requested id."""
+
+    message: str = MESSAGE_SESSION_NOT_FOUND
+    code = grpc.StatusCode.NOT_FOUND
+    reason = REASON_SESSION_NOT_FOUND
+
+
+@dataclass
+class SessionMetadataNotObjectError(ServiceError):
+    """Raised when a status update meets stored metadata that is not a JSON object or null."""
+
+    message: str = MESSAGE_SESSION_METADATA_NOT_OBJECT
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = REASON_SESSION_METADATA_NOT_OBJECT
+
+
+@dataclass
+class DatabaseUnavailableError(ServiceError):
+    """Raised when PostgreSQL cannot be reached or drops the connection."""
+
+    message: str = MESSAGE_DATABASE_UNAVAILABLE
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = REASON_DATABASE_UNAVAILABLE
+
+
+@dataclass
+class InternalError(ServiceError):
+    """Raised for anything unexpected; the message never carries internals."""
+
+    message: str = MESSAGE_INTERNAL
+    code = grpc.StatusCode.INTERNAL
+    reason = REASON_INTERNAL
+
+
+def invalid_argument(*violations: FieldViolation) -> InvalidArgumentError:
+    """Build the INVALID_ARGUMENT error for the given field violations."""
+    described = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return InvalidArgumentError(message=f"{MESSAGE_INVALID_ARGUMENT}: {described}", violations=violations)
+
+
+def to_rpc_status(error: ServiceError) -> status_pb2.Status:
+    """The google.rpc.Status for `error`: ErrorInfo always, BadRequest for field violations."""
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+    )
+    details = [_pack(info)]
+    if isinstance(error, InvalidArgumentError) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    return status_pb2.Status(
+        code=getattr(code_pb2, error.code.name), message=error.message, details=details
+    )
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

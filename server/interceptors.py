@@ -1,0 +1,74 @@
+"""Server interceptor for the SessionMonitoring service: binds the caller's tenant and turns
+every exception into a precise gRPC status with google.rpc.Status details.
+
+Health and reflection are not wrapped: they carry no tenant.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from server.db.engine import is_unavailable
+from server.errors import DatabaseUnavailableError, InternalError, ServiceError, to_rpc_status
+from server.tenancy import bind_tenant, tenant_from_metadata, unbind_tenant
+
+logger = logging.getLogger(__name__)
+
+SERVICE_PREFIX = "/sessionmonitoring.v1.SessionMonitoring/"
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Tenant binding and error translation around every SessionMonitoring RPC."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or not method.startswith(SERVICE_PREFIX) or not handler.unary_unary:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _guarded(handler.unary_unary, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _guarded(behavior: Behavior, method: str) -> Behavior:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            tenant = tenant_from_metadata(context.invocation_metadata())
+            token = bind_tenant(tenant)
+            try:
+                return await behavior(request, context)
+            finally:
+                unbind_tenant(token)
+        except grpc.aio.AbortError:
+            raise
+        except ServiceError as error:
+            failure = error
+        except Exception as error:
+            failure = _classify(error, method)
+        await context.abort_with_status(rpc_status.to_status(to_rpc_status(failure)))
+
+    return guarded
+
+
+def _classify(error: Exception, method: str) -> ServiceError:
+    """The status for an unexpected exception; internals go to the log, never to the caller."""
+    if is_unavailable(error):
+        logger.warning("database unavailable during %s: %s", method, error.__class__.__name__)
+        return DatabaseUnavailableError()
+    incident = uuid.uuid4().hex
+    logger.exception("internal error in %s (incident %s)", method, incident)
+    return InternalError(metadata={"incident_id": incident})

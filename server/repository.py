@@ -1,0 +1,207 @@
+"""Data access: every query the service issues. Each takes the connection first, the rest by
+keyword, and filters on tenant_id. Nothing here commits or knows about gRPC; callers own the
+transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    column,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.cursor import Cursor
+from server.db.models import EFFECTIVE_STATUS_SQL, messages_table, sessions_table
+from server.validation import SessionFilters
+
+_s = sessions_table.c
+_m = messages_table.c
+# A literal (not bound) expression, so PostgreSQL matches it to the status index.
+_effective_status = literal_column(EFFECTIVE_STATUS_SQL.replace("metadata", "chat_sessions.metadata"))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """A session as read from chat_sessions, with its message count."""
+
+    tenant_id: str
+    session_id: str
+    channel_type: str | None
+    metadata: Any
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """A message as read from chat_messages."""
+
+    id: int
+    role: str | None
+    content: str | None
+    metadata: Any
+    created_at: datetime
+
+
+_SESSION_COLUMNS = ("tenant_id", "session_id", "channel_type", "metadata", "created_at", "updated_at")
+
+
+def _message_count() -> ColumnElement[int]:
+    return (
+        select(func.count())
+        .where(_m.tenant_id == _s.tenant_id, _m.session_id == _s.session_id)
+        .scalar_subquery()
+        .label("message_count")
+    )
+
+
+def _select_sessions() -> Select[Any]:
+    return select(*(_s[name] for name in _SESSION_COLUMNS), _message_count())
+
+
+def _session_row(row: Row[Any]) -> SessionRow:
+    return SessionRow(*row)
+
+
+def _filter_conditions(tenant_id: str, filters: SessionFilters) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [_s.tenant_id == tenant_id]
+    if filters.status is not None:
+        conditions.append(_effective_status == filters.status)
+    if filters.created_from is not None:
+        conditions.append(_s.created_at >= filters.created_from)
+    if filters.created_to is not None:
+        conditions.append(_s.created_at <= filters.created_to)
+    if filters.channel_type is not None:
+        conditions.append(_s.channel_type == filters.channel_type)
+    return conditions
+
+
+async def count_sessions(conn: AsyncConnection, *, tenant_id: str, filters: SessionFilters) -> int:
+    """Exact number of the tenant's sessions that match `filters`."""
+    statement = select(func.count()).select_from(sessions_table)
+    result = await conn.execute(statement.where(*_filter_conditions(tenant_id, filters)))
+    return int(result.scalar_one())
+
+
+async def list_sessions(
+    conn: AsyncConnection,
+    *,
+    tenant_id: str,
+    filters: SessionFilters,
+    after: Cursor | None,
+    offset: int,
+    limit: int,
+) -> list[SessionRow]:
+    """The tenant's matching sessions, newest first, after `after` (keyset) or from `offset`."""
+    conditions = _filter_conditions(tenant_id, filters)
+    if after is not None:
+        conditions.append(
+            or_(
+                _s.created_at < after.created_at,
+                and_(_s.created_at == after.created_at, _s.session_id < after.key),
+            )
+        )
+    statement = (
+        _select_sessions()
+        .where(*conditions)
+        .order_by(_s.created_at.desc(), _s.session_id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    result = await conn.execute(statement)
+    return [_session_row(row) for row in result]
+
+
+async def get_session(conn: AsyncConnection, *, tenant_id: str, session_id: str) -> SessionRow | None:
+    """The tenant's session `session_id`, or None."""
+    statement = _select_sessions().where(_s.tenant_id == tenant_id, _s.session_id == session_id)
+    row = (await conn.execute(statement)).first()
+    return None if row is None else _session_row(row)
+
+
+async def list_messages(
+    conn: AsyncConnection,
+    *,
+    tenant_id: str,
+    session_id: str,
+    after: Cursor | None,
+    limit: int,
+) -> list[MessageRow]:
+    """The session's messages, oldest first (ties by id), after `after`."""
+    conditions = [_m.tenant_id == tenant_id, _m.session_id == session_id]
+    if after is not None:
+        message_id = int(after.key)
+        conditions.append(
+            or_(
+                _m.created_at > after.created_at,
+                and_(_m.created_at == after.created_at, _m.id > message_id),
+            )
+        )
+    statement = (
+        select(_m.id, _m.role, _m.content, _m.metadata, _m.created_at)
+        .where(*conditions)
+        .order_by(_m.created_at, _m.id)
+        .limit(limit)
+    )
+    result = await conn.execute(statement)
+    return [MessageRow(*row) for row in result]
+
+
+# One statement, so concurrent writers cannot lose each other's keys: PostgreSQL re-reads the
+# newest row version before applying the SET, and `||` / `-` touch only `status` and `endTime`.
+# endTime is stamped when a session becomes closed/expired from any other status, kept when it
+# moves between closed and expired, and removed when it becomes active again. Rows already in the
+# requested status, and rows whose metadata is not an object, are not touched.
+_UPDATE_STATUS = text(
+    f"""
+    UPDATE chat_sessions AS s SET
+      metadata = CASE
+        WHEN CAST(:status AS text) = 'active'
+          THEN (COALESCE(s.metadata, '{{}}'::jsonb) - 'endTime') || jsonb_build_object('status', 'active')
+        ELSE COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object(
+          'status', CAST(:status AS text),
+          'endTime', CASE
+            WHEN COALESCE(s.metadata ->> 'status', 'active') IN ('closed', 'expired')
+                 AND s.metadata ? 'endTime'
+              THEN s.metadata -> 'endTime'
+            ELSE to_jsonb(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+          END)
+      END,
+      updated_at = now()
+    WHERE s.tenant_id = :tenant_id
+      AND s.session_id = :session_id
+      AND {EFFECTIVE_STATUS_SQL.replace("metadata", "s.metadata")} IS DISTINCT FROM CAST(:status AS text)
+      AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) = 'object')
+    RETURNING s.tenant_id, s.session_id, s.channel_type, s.metadata, s.created_at, s.updated_at,
+      (SELECT count(*) FROM chat_messages AS m
+        WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id) AS message_count
+    """
+).columns(*(sessions_table.c[name] for name in _SESSION_COLUMNS), column("message_count", Integer))
+
+
+async def set_session_status(
+    conn: AsyncConnection, *, tenant_id: str, session_id: str, status: str
+) -> SessionRow | None:
+    """Set the session's stored status; None when no row changed (absent, same status, or
+    metadata that is not an object)."""
+    result = await conn.execute(
+        _UPDATE_STATUS, {"tenant_id": tenant_id, "session_id": session_id, "status": status}
+    )
+    row = result.first()
+    return None if row is None else _session_row(row)
+

@@ -1,0 +1,124 @@
+"""The SessionMonitoring servicer: validate the request, run the queries, convert the rows.
+
+The tenant comes from `tenancy.current_tenant()`, bound by the interceptor; errors are raised as
+`server.errors` exceptions and translated there too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from sessionmonitoring.v1 import session_monitoring_pb2 as pb
+from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server import convert, cursor, repository, status, validation
+from server.errors import SessionMetadataNotObjectError, SessionNotFoundError
+from server.jsonvalue import to_struct
+from server.tenancy import current_tenant
+from server.trace import TracedMessage, build_trace
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
+    """Lists, inspects and updates the calling tenant's chat sessions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: Context
+    ) -> pb.ListSessionsResponse:
+        tenant_id = current_tenant()
+        query = validation.list_sessions_query(request, tenant_id=tenant_id)
+        async with self._engine.connect() as conn:
+            total = await repository.count_sessions(conn, tenant_id=tenant_id, filters=query.filters)
+            rows = await repository.list_sessions(
+                conn,
+                tenant_id=tenant_id,
+                filters=query.filters,
+                after=query.after,
+                offset=query.offset,
+                # One row more than the page tells whether another page follows.
+                limit=query.page_size + 1,
+            )
+        next_page_token = ""
+        if len(rows) > query.page_size:
+            rows = rows[: query.page_size]
+            last = rows[-1]
+            next_page_token = cursor.encode(
+                cursor.Cursor(last.created_at, last.session_id, query.page + 1),
+                kind=cursor.KIND_SESSIONS,
+                query_fingerprint=query.fingerprint,
+            )
+        return pb.ListSessionsResponse(
+            sessions=[convert.session(row) for row in rows],
+            pagination=pb.Pagination(
+                page=query.page,
+                page_size=query.page_size,
+                total=total,
+                total_pages=-(-total // query.page_size),
+            ),
+            next_page_token=next_page_token,
+        )
+
+    async def GetSessionDetail(
+        self, request: pb.GetSessionDetailRequest, context: Context
+    ) -> pb.GetSessionDetailResponse:
+        tenant_id = current_tenant()
+        query = validation.session_detail_query(request, tenant_id=tenant_id)
+        async with self._engine.connect() as conn:
+            session = await repository.get_session(
+                conn, tenant_id=tenant_id, session_id=query.session_id
+            )
+            if session is None:
+                raise SessionNotFoundError()
+            messages = await repository.list_messages(
+                conn,
+                tenant_id=tenant_id,
+                session_id=query.session_id,
+                after=query.after,
+                limit=query.page_size + 1,
+            )
+        next_page_token = ""
+        if len(messages) > query.page_size:
+            messages = messages[: query.page_size]
+            last = messages[-1]
+            page = query.after.page + 1 if query.after else 2
+            next_page_token = cursor.encode(
+                cursor.Cursor(last.created_at, str(last.id), page),
+                kind=cursor.KIND_MESSAGES,
+                query_fingerprint=query.fingerprint,
+            )
+        response = pb.GetSessionDetailResponse(
+            session=convert.session(session),
+            messages=[convert.message(row) for row in messages],
+            trace=build_trace(TracedMessage(row.id, row.role, row.metadata) for row in messages),
+            next_page_token=next_page_token,
+        )
+        if isinstance(session.metadata, dict):
+            response.metadata.CopyFrom(to_struct(session.metadata))
+        return response
+
+    async def UpdateSessionStatus(
+        self, request: pb.UpdateSessionStatusRequest, context: Context
+    ) -> pb.UpdateSessionStatusResponse:
+        tenant_id = current_tenant()
+        update = validation.status_update(request)
+        async with self._engine.begin() as conn:
+            row = await repository.set_session_status(
+                conn, tenant_id=tenant_id, session_id=update.session_id, status=update.status
+            )
+            if row is None:
+                # Nothing changed: find out whether that is success (already in that status)
+                # or an error, reading the row in the same transaction.
+                row = await repository.get_session(
+                    conn, tenant_id=tenant_id, session_id=update.session_id
+                )
+                if row is None:
+                    raise SessionNotFoundError()
+                if not status.accepts_status_update(row.metadata):
+                    raise SessionMetadataNotObjectError()
+        return pb.UpdateSessionStatusResponse(session=convert.session(row))
