@@ -32,11 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve (default): run the gRPC server; migrate: apply database migrations",
     )
     for name, field in Settings.model_fields.items():
-        default = field.default.get_secret_value() if hasattr(field.default, "get_secret_value") else field.default
+        default = (
+            field.default.get_secret_value()
+            if hasattr(field.default, "get_secret_value")
+            else field.default
+        )
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} [env {field.alias}; default {default}]"
         if field.annotation is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=name, metavar=field.alias, help=help_text)
     return parser

@@ -8,7 +8,10 @@ import logging
 import signal
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# Imported at runtime behind a `sys.version_info[1]` check that mypy cannot evaluate.
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
@@ -30,15 +33,19 @@ class AddressInUseError(RuntimeError):
 
 def create_server(
     engine: AsyncEngine, *, address: str
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
     """A ready-to-start server for `engine` bound to `address`; returns it, its port and its
     health servicer."""
     server = grpc.aio.server(interceptors=[ServiceInterceptor()])
     pb_grpc.add_SessionMonitoringServicer_to_server(SessionMonitoringService(engine), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     try:
@@ -48,7 +55,7 @@ def create_server(
     return server, port, health_servicer
 
 
-async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+async def set_serving(health_servicer: health_aio.HealthServicer, serving: bool) -> None:
     """Report every service (and the server as a whole, "") as SERVING or NOT_SERVING."""
     state = (
         health_pb2.HealthCheckResponse.SERVING
@@ -60,7 +67,7 @@ async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool)
 
 
 async def serve(settings: Settings, database_url: str) -> None:
-    """Serve until SIGTERM/SIGINT, then drain: NOT_SERVING, finish in-flight calls, close the pool."""
+    """Serve until SIGTERM/SIGINT, then drain: NOT_SERVING, in-flight calls finish, pool closes."""
     engine = create_engine(
         database_url,
         pool_size=settings.db_pool_size,
@@ -78,7 +85,9 @@ async def serve(settings: Settings, database_url: str) -> None:
     logger.info("serving sessionmonitoring.v1.SessionMonitoring on %s:%d", host, port)
     try:
         await stop.wait()
-        logger.info("shutting down: draining in-flight calls for up to %.1fs", settings.grace_period)
+        logger.info(
+            "shutting down: draining in-flight calls for up to %.1fs", settings.grace_period
+        )
         await set_serving(health_servicer, False)
     finally:
         await server.stop(settings.grace_period)

@@ -63,5 +63,5 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with `overrides` (e.g. command-line flags) taking precedence."""
+    """Settings from the environment; `overrides` (command-line flags) take precedence."""
     return Settings(**overrides)

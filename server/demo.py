@@ -19,7 +19,11 @@ _NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 def _session_metadata(index: int, created: datetime) -> dict[str, Any] | None:
     if index % 5 == 1:
-        return {"status": "closed", "endTime": format_end_time(created + timedelta(minutes=9)), "csat": 4}
+        return {
+            "status": "closed",
+            "endTime": format_end_time(created + timedelta(minutes=9)),
+            "csat": 4,
+        }
     if index % 10 == 3:
         return {"status": "expired", "endTime": format_end_time(created + timedelta(hours=1))}
     if index % 3 == 0:

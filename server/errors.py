@@ -123,7 +123,9 @@ class InternalError(ServiceError):
 def invalid_argument(*violations: FieldViolation) -> InvalidArgumentError:
     """Build the INVALID_ARGUMENT error for the given field violations."""
     described = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return InvalidArgumentError(message=f"{MESSAGE_INVALID_ARGUMENT}: {described}", violations=violations)
+    return InvalidArgumentError(
+        message=f"{MESSAGE_INVALID_ARGUMENT}: {described}", violations=violations
+    )
 
 
 def to_rpc_status(error: ServiceError) -> status_pb2.Status:
@@ -135,7 +137,9 @@ def to_rpc_status(error: ServiceError) -> status_pb2.Status:
     if isinstance(error, InvalidArgumentError) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in error.violations
             ]
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_status import rpc_status
@@ -25,20 +25,22 @@ SERVICE_PREFIX = "/sessionmonitoring.v1.SessionMonitoring/"
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
+class ServiceInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
     """Tenant binding and error translation around every SessionMonitoring RPC."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method = handler_call_details.method
         if handler is None or not method.startswith(SERVICE_PREFIX) or not handler.unary_unary:
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            _guarded(handler.unary_unary, method),
+            _guarded(cast(Behavior, handler.unary_unary), method),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
@@ -47,7 +49,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 def _guarded(behavior: Behavior, method: str) -> Behavior:
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            tenant = tenant_from_metadata(context.invocation_metadata())
+            tenant = tenant_from_metadata(list(context.invocation_metadata() or ()))
             token = bind_tenant(tenant)
             try:
                 return await behavior(request, context)
@@ -59,7 +61,8 @@ def _guarded(behavior: Behavior, method: str) -> Behavior:
             failure = error
         except Exception as error:
             failure = _classify(error, method)
-        await context.abort_with_status(rpc_status.to_status(to_rpc_status(failure)))
+        status = rpc_status.to_status(to_rpc_status(failure))
+        await context.abort_with_status(status)  # type: ignore[attr-defined]  # missing in grpc-stubs
 
     return guarded
 

@@ -31,7 +31,9 @@ from server.validation import SessionFilters
 _s = sessions_table.c
 _m = messages_table.c
 # A literal (not bound) expression, so PostgreSQL matches it to the status index.
-_effective_status = literal_column(EFFECTIVE_STATUS_SQL.replace("metadata", "chat_sessions.metadata"))
+_effective_status: ColumnElement[str] = literal_column(
+    EFFECTIVE_STATUS_SQL.replace("metadata", "chat_sessions.metadata")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,14 @@ class MessageRow:
     created_at: datetime
 
 
-_SESSION_COLUMNS = ("tenant_id", "session_id", "channel_type", "metadata", "created_at", "updated_at")
+_SESSION_COLUMNS = (
+    "tenant_id",
+    "session_id",
+    "channel_type",
+    "metadata",
+    "created_at",
+    "updated_at",
+)
 
 
 def _message_count() -> ColumnElement[int]:
@@ -75,7 +84,7 @@ def _select_sessions() -> Select[Any]:
 
 
 def _session_row(row: Row[Any]) -> SessionRow:
-    return SessionRow(*row)
+    return SessionRow(**row._mapping)
 
 
 def _filter_conditions(tenant_id: str, filters: SessionFilters) -> list[ColumnElement[bool]]:
@@ -127,7 +136,9 @@ async def list_sessions(
     return [_session_row(row) for row in result]
 
 
-async def get_session(conn: AsyncConnection, *, tenant_id: str, session_id: str) -> SessionRow | None:
+async def get_session(
+    conn: AsyncConnection, *, tenant_id: str, session_id: str
+) -> SessionRow | None:
     """The tenant's session `session_id`, or None."""
     statement = _select_sessions().where(_s.tenant_id == tenant_id, _s.session_id == session_id)
     row = (await conn.execute(statement)).first()
@@ -159,7 +170,7 @@ async def list_messages(
         .limit(limit)
     )
     result = await conn.execute(statement)
-    return [MessageRow(*row) for row in result]
+    return [MessageRow(**row._mapping) for row in result]
 
 
 # One statement, so concurrent writers cannot lose each other's keys: PostgreSQL re-reads the
@@ -167,12 +178,15 @@ async def list_messages(
 # endTime is stamped when a session becomes closed/expired from any other status, kept when it
 # moves between closed and expired, and removed when it becomes active again. Rows already in the
 # requested status, and rows whose metadata is not an object, are not touched.
+_STATUS_OF_S = EFFECTIVE_STATUS_SQL.replace("metadata", "s.metadata")
 _UPDATE_STATUS = text(
+    # Only module constants are interpolated; every value is a bind parameter.
     f"""
     UPDATE chat_sessions AS s SET
       metadata = CASE
         WHEN CAST(:status AS text) = 'active'
-          THEN (COALESCE(s.metadata, '{{}}'::jsonb) - 'endTime') || jsonb_build_object('status', 'active')
+          THEN (COALESCE(s.metadata, '{{}}'::jsonb) - 'endTime')
+               || jsonb_build_object('status', 'active')
         ELSE COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object(
           'status', CAST(:status AS text),
           'endTime', CASE
@@ -185,12 +199,12 @@ _UPDATE_STATUS = text(
       updated_at = now()
     WHERE s.tenant_id = :tenant_id
       AND s.session_id = :session_id
-      AND {EFFECTIVE_STATUS_SQL.replace("metadata", "s.metadata")} IS DISTINCT FROM CAST(:status AS text)
+      AND {_STATUS_OF_S} IS DISTINCT FROM CAST(:status AS text)
       AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) = 'object')
     RETURNING s.tenant_id, s.session_id, s.channel_type, s.metadata, s.created_at, s.updated_at,
       (SELECT count(*) FROM chat_messages AS m
         WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id) AS message_count
-    """
+    """  # noqa: S608
 ).columns(*(sessions_table.c[name] for name in _SESSION_COLUMNS), column("message_count", Integer))
 
 
@@ -204,4 +218,3 @@ async def set_session_status(
     )
     row = result.first()
     return None if row is None else _session_row(row)
-

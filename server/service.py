@@ -34,7 +34,9 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         tenant_id = current_tenant()
         query = validation.list_sessions_query(request, tenant_id=tenant_id)
         async with self._engine.connect() as conn:
-            total = await repository.count_sessions(conn, tenant_id=tenant_id, filters=query.filters)
+            total = await repository.count_sessions(
+                conn, tenant_id=tenant_id, filters=query.filters
+            )
             rows = await repository.list_sessions(
                 conn,
                 tenant_id=tenant_id,

@@ -11,7 +11,7 @@ from server.errors import InvalidTenantError, MissingTenantError
 TENANT_METADATA_KEY = "x-tenant-id"
 TENANT_ID_MAX_LENGTH = 128
 # Letters, digits and `. _ : -`: enough for slugs, UUIDs and URNs, and safe to log verbatim.
-TENANT_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % TENANT_ID_MAX_LENGTH)
+TENANT_ID_PATTERN = re.compile(rf"[A-Za-z0-9._:-]{{1,{TENANT_ID_MAX_LENGTH}}}")
 
 
 def tenant_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:

@@ -16,7 +16,10 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from server.jsonvalue import to_struct, to_value
 
 ASSISTANT_ROLE = "assistant"
-_TOOL_STATUSES = {"ok": pb.TOOL_CALL_STATUS_OK, "error": pb.TOOL_CALL_STATUS_ERROR}
+_TOOL_STATUSES: dict[str, pb.ToolCallStatus] = {
+    "ok": pb.TOOL_CALL_STATUS_OK,
+    "error": pb.TOOL_CALL_STATUS_ERROR,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +76,18 @@ def _number(value: Any) -> float | None:
 def _retrieval_hit(message_id: int, item: Any) -> pb.RetrievalHit | None:
     if not isinstance(item, dict):
         return None
-    fields = {name: _text(item.get(name)) for name in ("source", "document_id", "chunk_id", "content")}
-    if all(value is None for value in fields.values()):
+    source, document_id, chunk_id, content = (
+        _text(item.get(name)) for name in ("source", "document_id", "chunk_id", "content")
+    )
+    if source is None and document_id is None and chunk_id is None and content is None:
         return None
-    hit = pb.RetrievalHit(message_id=message_id, **{k: v or "" for k, v in fields.items()})
+    hit = pb.RetrievalHit(
+        message_id=message_id,
+        source=source or "",
+        document_id=document_id or "",
+        chunk_id=chunk_id or "",
+        content=content or "",
+    )
     score = _number(item.get("score"))
     if score is not None:
         hit.score = score
@@ -93,7 +104,7 @@ def _tool_call(message_id: int, item: Any) -> pb.ToolCall | None:
         message_id=message_id,
         id=_text(item.get("id")) or "",
         name=name,
-        status=_TOOL_STATUSES.get(item.get("status"), pb.TOOL_CALL_STATUS_UNSPECIFIED),
+        status=_TOOL_STATUSES.get(_text(item.get("status")) or "", pb.TOOL_CALL_STATUS_UNSPECIFIED),
     )
     arguments = item.get("arguments")
     if isinstance(arguments, dict):

@@ -27,7 +27,7 @@ _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-STATUS_TO_STORED = {
+STATUS_TO_STORED: dict[int, str] = {
     pb.SESSION_STATUS_ACTIVE: status.ACTIVE,
     pb.SESSION_STATUS_CLOSED: status.CLOSED,
     pb.SESSION_STATUS_EXPIRED: status.EXPIRED,
@@ -91,7 +91,9 @@ def list_sessions_query(request: pb.ListSessionsRequest, *, tenant_id: str) -> L
         channel_type = request.channel_type
         _check_text("channel_type", channel_type, CHANNEL_TYPE_MAX_LENGTH, violations)
     if request.page < 0:
-        violations.append(FieldViolation("page", "must be 0 (first page) or a positive page number"))
+        violations.append(
+            FieldViolation("page", "must be 0 (first page) or a positive page number")
+        )
     page_size = _page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, violations)
     filters = SessionFilters(stored, created_from, created_to, channel_type)
     query_fingerprint = cursor.fingerprint(tenant_id, filters, page_size)
@@ -134,7 +136,8 @@ def status_update(request: pb.UpdateSessionStatusRequest) -> StatusUpdate:
     if stored is None:
         violations.append(
             FieldViolation(
-                "status", "must be SESSION_STATUS_ACTIVE, SESSION_STATUS_CLOSED or SESSION_STATUS_EXPIRED"
+                "status",
+                "must be SESSION_STATUS_ACTIVE, SESSION_STATUS_CLOSED or SESSION_STATUS_EXPIRED",
             )
         )
     if violations:
@@ -183,7 +186,9 @@ def _page_size(value: int, default: int, maximum: int, violations: list[FieldVio
     if value == 0:
         return default
     if not 1 <= value <= maximum:
-        violations.append(FieldViolation("page_size", f"must be between 1 and {maximum} (0 = {default})"))
+        violations.append(
+            FieldViolation("page_size", f"must be between 1 and {maximum} (0 = {default})")
+        )
     return value
 
 

