@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_status import rpc_status
@@ -25,7 +25,13 @@ SERVICE_PREFIX = "/sessionmonitoring.v1.SessionMonitoring/"
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:  # grpc-stubs makes the interceptor generic; the runtime class is not
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class ServiceInterceptor(_ServerInterceptor):
     """Tenant binding and error translation around every SessionMonitoring RPC."""
 
     async def intercept_service(
