@@ -6,30 +6,41 @@ transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Date,
     Integer,
     Select,
     and_,
     column,
     func,
+    literal,
     literal_column,
+    null,
     or_,
     select,
     text,
+    union_all,
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from server.counting import CountPlan, Range
 from server.cursor import Cursor
-from server.db.models import EFFECTIVE_STATUS_SQL, messages_table, sessions_table
+from server.db.models import (
+    EFFECTIVE_STATUS_SQL,
+    messages_table,
+    session_counts_table,
+    sessions_table,
+)
 from server.validation import SessionFilters
 
 _s = sessions_table.c
 _m = messages_table.c
+_c = session_counts_table.c
 # A literal (not bound) expression, so PostgreSQL matches it to the status index.
 _effective_status: ColumnElement[str] = literal_column(
     EFFECTIVE_STATUS_SQL.replace("metadata", "chat_sessions.metadata")
@@ -100,11 +111,65 @@ def _filter_conditions(tenant_id: str, filters: SessionFilters) -> list[ColumnEl
     return conditions
 
 
-async def count_sessions(conn: AsyncConnection, *, tenant_id: str, filters: SessionFilters) -> int:
-    """Exact number of the tenant's sessions that match `filters`."""
-    statement = select(func.count()).select_from(sessions_table)
-    result = await conn.execute(statement.where(*_filter_conditions(tenant_id, filters)))
-    return int(result.scalar_one())
+@dataclass(frozen=True, slots=True)
+class SegmentCounts:
+    """Matching sessions per part of a count plan: whole days (from counters) and edges."""
+
+    newer_edge: int
+    days: list[tuple[date, int]]
+    older_edge: int
+
+
+_KIND_DAY, _KIND_NEWER_EDGE, _KIND_OLDER_EDGE = 0, 1, 2
+
+
+def _in_range(column: ColumnElement[Any], part: Range) -> list[ColumnElement[bool]]:
+    conditions = []
+    if part.start is not None:
+        conditions.append(column >= part.start)
+    if part.end is not None:
+        conditions.append(column < part.end)
+    return conditions
+
+
+async def count_session_segments(
+    conn: AsyncConnection, *, tenant_id: str, filters: SessionFilters, count_plan: CountPlan
+) -> SegmentCounts:
+    """Exact matching-session counts for each part of `count_plan`, in one round trip."""
+    parts: list[Select[Any, Any, Any]] = []
+    if count_plan.days is not None:
+        conditions = [_c.tenant_id == tenant_id]
+        if filters.status is not None:
+            conditions.append(_c.status == filters.status)
+        if filters.channel_type is not None:
+            conditions.append(_c.channel_type == filters.channel_type)
+        if count_plan.days.start is not None:
+            conditions.append(_c.day >= count_plan.days.start.date())
+        if count_plan.days.end is not None:
+            conditions.append(_c.day < count_plan.days.end.date())
+        parts.append(
+            select(literal(_KIND_DAY), _c.day, func.sum(_c.n)).where(*conditions).group_by(_c.day)
+        )
+    for kind, edge in (
+        (_KIND_NEWER_EDGE, count_plan.newer_edge),
+        (_KIND_OLDER_EDGE, count_plan.older_edge),
+    ):
+        if edge is not None:
+            parts.append(
+                select(literal(kind), null().cast(Date), func.count())
+                .select_from(sessions_table)
+                .where(*_filter_conditions(tenant_id, filters), *_in_range(_s.created_at, edge))
+            )
+    counts = SegmentCounts(newer_edge=0, days=[], older_edge=0)
+    if not parts:
+        return counts
+    edges = {_KIND_NEWER_EDGE: 0, _KIND_OLDER_EDGE: 0}
+    for kind, day, count in await conn.execute(union_all(*parts)):
+        if kind == _KIND_DAY:
+            counts.days.append((day, int(count)))
+        else:
+            edges[kind] = int(count)
+    return SegmentCounts(edges[_KIND_NEWER_EDGE], counts.days, edges[_KIND_OLDER_EDGE])
 
 
 async def list_sessions(
@@ -113,11 +178,15 @@ async def list_sessions(
     tenant_id: str,
     filters: SessionFilters,
     after: Cursor | None,
+    before: datetime | None,
     offset: int,
     limit: int,
 ) -> list[SessionRow]:
-    """The tenant's matching sessions, newest first, after `after` (keyset) or from `offset`."""
+    """The tenant's matching sessions, newest first: after the keyset `after`, or created
+    before `before`, skipping `offset` rows."""
     conditions = _filter_conditions(tenant_id, filters)
+    if before is not None:
+        conditions.append(_s.created_at < before)
     if after is not None:
         conditions.append(
             or_(

@@ -13,7 +13,7 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import convert, cursor, repository, status, validation
+from server import convert, counting, cursor, repository, status, validation
 from server.errors import SessionMetadataNotObjectError, SessionNotFoundError
 from server.jsonvalue import to_struct
 from server.tenancy import current_tenant
@@ -27,25 +27,45 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._snapshot_reader = engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
 
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
         tenant_id = current_tenant()
         query = validation.list_sessions_query(request, tenant_id=tenant_id)
-        async with self._engine.connect() as conn:
-            total = await repository.count_sessions(
-                conn, tenant_id=tenant_id, filters=query.filters
+        filters = query.filters
+        count_plan = counting.plan(
+            counting.inclusive_range(filters.created_from, filters.created_to)
+        )
+        rows: list[repository.SessionRow] = []
+        # One snapshot for counts and rows, so the total always agrees with the page.
+        async with self._snapshot_reader.connect() as conn:
+            counts = await repository.count_session_segments(
+                conn, tenant_id=tenant_id, filters=filters, count_plan=count_plan
             )
-            rows = await repository.list_sessions(
-                conn,
-                tenant_id=tenant_id,
-                filters=query.filters,
-                after=query.after,
-                offset=query.offset,
-                # One row more than the page tells whether another page follows.
-                limit=query.page_size + 1,
+            ordered = counting.segments(
+                count_plan,
+                newer_edge_count=counts.newer_edge,
+                day_counts=counts.days,
+                older_edge_count=counts.older_edge,
             )
+            total = sum(segment.count for segment in ordered)
+            # Deep pages by number start from the counters instead of OFFSETting the tenant.
+            start = counting.seek(ordered, query.offset) if query.offset else counting.Seek(None, 0)
+            if start is not None:
+                rows = await repository.list_sessions(
+                    conn,
+                    tenant_id=tenant_id,
+                    filters=filters,
+                    after=query.after,
+                    before=start.before,
+                    offset=start.skip,
+                    # One row more than the page tells whether another page follows.
+                    limit=query.page_size + 1,
+                )
         next_page_token = ""
         if len(rows) > query.page_size:
             rows = rows[: query.page_size]

@@ -12,6 +12,8 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Column,
+    Date,
     DateTime,
     ForeignKeyConstraint,
     Identity,
@@ -113,6 +115,29 @@ class ChatMessage(Base):
             "ix_chat_messages_tenant_session_created", "tenant_id", "session_id", "created_at", "id"
         ),
     )
+
+
+# How many sessions a tenant has per UTC day, effective status and channel. Written only by the
+# triggers of migration 0002, so it stays exact whoever writes chat_sessions; read to answer
+# totals without scanning the tenant. A plain table (no ORM class): nothing maps rows of it.
+session_counts_table = Table(
+    "chat_session_counts",
+    Base.metadata,
+    Column("tenant_id", String(128), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("channel_type", String(255)),
+    Column("n", BigInteger, nullable=False),
+    Index(
+        "uq_chat_session_counts_bucket",
+        "tenant_id",
+        "day",
+        "status",
+        "channel_type",
+        unique=True,
+        postgresql_nulls_not_distinct=True,
+    ),
+)
 
 
 sessions_table = cast(Table, ChatSession.__table__)
