@@ -58,6 +58,7 @@ lint: check-generated ## ruff, mypy, buf lint and the generated-code freshness c
 	$(BIN)/buf lint
 
 bench: $(GEN_STAMP) ## Benchmark every RPC against the raw-SQL and bare-gRPC limits (writes BENCHMARKS.md)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m server.bench
 
 clean: ## Remove the virtualenv and local database data

@@ -1,0 +1,141 @@
+"""`python -m server` as operators run it: it serves, reports health, and drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sessionmonitoring.v1 import session_monitoring_pb2 as pb
+from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.factories import Factory, tenant_metadata
+
+SERVING_LINE = re.compile(rb"serving sessionmonitoring\.v1\.SessionMonitoring on [\d.]+:(\d+)")
+
+
+@dataclass
+class RunningServer:
+    """A server process and the port it announced."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    log: bytearray
+
+
+async def _start(database_url: str, *args: str) -> RunningServer:
+    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_ADDRESS": "127.0.0.1:0"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    log = bytearray()
+    async with asyncio.timeout(30):
+        while (match := SERVING_LINE.search(log)) is None:
+            line = await process.stdout.readline()
+            assert line, f"server exited before serving: {log.decode(errors='replace')}"
+            log += line
+    return RunningServer(process, int(match.group(1)), log)
+
+
+async def _finish(server: RunningServer) -> int:
+    assert server.process.stdout is not None
+    async with asyncio.timeout(30):
+        server.log += await server.process.stdout.read()
+        return await server.process.wait()
+
+
+@pytest.fixture
+async def served(database_url: str) -> AsyncIterator[RunningServer]:
+    server = await _start(database_url, "serve", "--grace-period", "10")
+    yield server
+    if server.process.returncode is None:
+        server.process.kill()
+        await server.process.wait()
+
+
+async def test_the_process_reports_serving_health_for_the_service(served: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "sessionmonitoring.v1.SessionMonitoring"):
+            response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(
+    served: RunningServer, factory: Factory, engine: AsyncEngine, tenant: str
+) -> None:
+    await factory.session(tenant, "held")
+    async with engine.connect() as blocker:
+        # Hold the row lock so the update is still in flight when SIGTERM arrives.
+        await blocker.execute(
+            text("SELECT 1 FROM chat_sessions WHERE tenant_id = :t FOR UPDATE"), {"t": tenant}
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+            stub = pb_grpc.SessionMonitoringStub(channel)
+            call = asyncio.ensure_future(
+                stub.UpdateSessionStatus(
+                    pb.UpdateSessionStatusRequest(
+                        session_id="held", status=pb.SESSION_STATUS_CLOSED
+                    ),
+                    metadata=tenant_metadata(tenant),
+                )
+            )
+            await _wait_for_lock_waiter(engine, tenant)
+            served.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            assert not call.done()
+            await blocker.rollback()
+            response = await call
+    assert response.session.status == pb.SESSION_STATUS_CLOSED
+    assert await _finish(served) == 0
+    assert b"shutting down" in served.log
+
+
+async def _wait_for_lock_waiter(engine: AsyncEngine, tenant: str) -> None:
+    """Until the server's UPDATE is blocked on our lock (seen in pg_stat_activity)."""
+    async with asyncio.timeout(10):
+        while True:
+            async with engine.connect() as conn:
+                waiting = await conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%UPDATE chat_sessions%'"
+                    )
+                )
+            if waiting:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_invalid_settings_exit_with_code_two_and_one_clear_line(database_url: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "--db-pool-size",
+        "zero",
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert "db_pool_size" in lines[0]
