@@ -134,7 +134,7 @@ async def test_invalid_settings_exit_with_code_two_and_one_clear_line(database_u
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
+    _, err = await process.communicate()
     assert process.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1
