@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         None,
         alias="DATABASE_URL",
         description="SQLAlchemy URL postgresql+asyncpg://user:pass@host:port/db; unset = embedded",
+    )
+    database_read_url: SecretStr | None = Field(
+        None,
+        alias="DATABASE_READ_URL",
+        description="optional read replica for ListSessions/GetSessionDetail (writes: DATABASE_URL)",
     )
     data_dir: Path = Field(
         Path(".data"),
@@ -60,6 +65,79 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", alias="LOG_LEVEL", description="minimum level of log lines"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text", alias="LOG_FORMAT", description="log line format: readable text or one JSON object"
+    )
+    access_log: bool = Field(
+        True, alias="ACCESS_LOG", description="log one line per call (method, tenant, code, ...)"
+    )
+    metrics_address: str | None = Field(
+        None,
+        alias="METRICS_ADDRESS",
+        description="host:port for the Prometheus /metrics endpoint; unset = no endpoint",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        alias="WORKERS",
+        description="server processes sharing the port (SO_REUSEPORT), each with its own pool",
+    )
+    max_concurrent_rpcs: int = Field(
+        256,
+        ge=1,
+        alias="MAX_CONCURRENT_RPCS",
+        description="calls served at once per process; more get RESOURCE_EXHAUSTED",
+    )
+    max_request_bytes: int = Field(
+        65536, ge=1024, alias="MAX_REQUEST_BYTES", description="largest request message accepted"
+    )
+    default_deadline: float = Field(
+        30.0,
+        gt=0,
+        alias="DEFAULT_DEADLINE",
+        description="seconds a call may run when the caller sets no deadline (also the ceiling)",
+    )
+    health_check_interval: float = Field(
+        2.0,
+        gt=0,
+        alias="HEALTH_CHECK_INTERVAL",
+        description="seconds between database probes that drive grpc.health.v1 status",
+    )
+    tls_cert_file: Path | None = Field(
+        None, alias="TLS_CERT_FILE", description="PEM server certificate chain; enables TLS"
+    )
+    tls_key_file: Path | None = Field(
+        None, alias="TLS_KEY_FILE", description="PEM private key of the server certificate"
+    )
+    tls_client_ca_file: Path | None = Field(
+        None,
+        alias="TLS_CLIENT_CA_FILE",
+        description="PEM CA bundle that signs client certificates; enables mutual TLS",
+    )
+    tls_require_client_cert: bool = Field(
+        True,
+        alias="TLS_REQUIRE_CLIENT_CERT",
+        description="with a client CA: refuse callers without a valid certificate",
+    )
+    caller_policy_file: Path | None = Field(
+        None,
+        alias="CALLER_POLICY_FILE",
+        description="TOML file mapping callers (certificate or token) to tenants; unset = off",
+    )
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the server listens with TLS."""
+        return self.tls_cert_file is not None
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -26,10 +26,13 @@ def to_value(data: Any, *, depth: int = 0) -> struct_pb2.Value:
     elif isinstance(data, bool):
         value.bool_value = data
     elif isinstance(data, int | float):
-        number = float(data)
+        try:
+            number = float(data)
+        except OverflowError:  # JSONB keeps integers of any size; a double cannot
+            number = math.inf
         if math.isfinite(number):
             value.number_value = number
-        else:  # JSON has no infinities; keep the information as text rather than fail
+        else:  # keep the information as text rather than fail
             value.string_value = str(data)
     elif isinstance(data, str):
         value.string_value = data

@@ -69,7 +69,10 @@ def _text(value: Any) -> str | None:
 
 def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # JSONB keeps integers of any size; a double cannot
+            return None
     return None
 
 

@@ -26,6 +26,7 @@ CHANNEL_TYPE_MAX_LENGTH = 255
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_BIGINT = 2**63 - 1
 
 STATUS_TO_STORED: dict[int, str] = {
     pb.SESSION_STATUS_ACTIVE: status.ACTIVE,
@@ -84,7 +85,8 @@ def list_sessions_query(request: pb.ListSessionsRequest, *, tenant_id: str) -> L
     stored = _filter_status(request.status, violations)
     created_from = _timestamp(request, "start_time", violations, round_up=True)
     created_to = _timestamp(request, "end_time", violations, round_up=False)
-    if created_from and created_to and created_from > created_to:
+    # Compare before rounding: equal bounds with sub-microsecond nanos are a valid, empty range.
+    if created_from and created_to and _raw(request.start_time) > _raw(request.end_time):
         violations.append(FieldViolation("start_time", "must not be after end_time"))
     channel_type = None
     if request.HasField("channel_type"):
@@ -121,7 +123,7 @@ def session_detail_query(
     after = None
     if request.page_token:
         after = _cursor(request.page_token, cursor.KIND_MESSAGES, query_fingerprint, violations)
-        if after is not None and not after.key.isdigit():
+        if after is not None and not _is_message_id(after.key):
             violations.append(FieldViolation("page_token", "is not a page token"))
     if violations:
         raise invalid_argument(*violations)
@@ -182,6 +184,10 @@ def _timestamp(
         return None
 
 
+def _raw(value: timestamp_pb2.Timestamp) -> tuple[int, int]:
+    return value.seconds, value.nanos
+
+
 def _page_size(value: int, default: int, maximum: int, violations: list[FieldViolation]) -> int:
     if value == 0:
         return default
@@ -200,6 +206,11 @@ def _cursor(
     except cursor.PageTokenError as error:
         violations.append(FieldViolation("page_token", str(error)))
         return None
+
+
+def _is_message_id(key: str) -> bool:
+    """Message ids are PostgreSQL bigints written in ASCII digits."""
+    return key.isascii() and key.isdigit() and int(key) <= _MAX_BIGINT
 
 
 def _check_session_id(value: str, violations: list[FieldViolation]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import asyncpg
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -24,11 +27,28 @@ def create_engine(
         # A pooled connection whose server went away is detected on use and discarded, so the
         # next call after an outage reconnects instead of failing again.
         pool_pre_ping=False,
+        json_deserializer=loads_json,
         connect_args={
             "timeout": connect_timeout,
             "server_settings": {"application_name": APPLICATION_NAME},
         },
     )
+
+
+def loads_json(text: str) -> Any:
+    """Decode JSONB text; integers too long for Python's int parser come back as text.
+
+    PostgreSQL accepts numbers of any length in JSONB, while `json.loads` refuses integers past
+    4,300 digits; one such value written by another service must not break every read.
+    """
+    return json.loads(text, parse_int=_parse_int)
+
+
+def _parse_int(digits: str) -> int | str:
+    try:
+        return int(digits)
+    except ValueError:
+        return digits
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -1,0 +1,154 @@
+"""Page tokens: round trip, and refusal of corrupt, truncated, foreign or wrong-kind tokens."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import struct
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server import cursor
+from server.cursor import KIND_MESSAGES, KIND_SESSIONS, Cursor, PageTokenError
+
+FINGERPRINT = cursor.fingerprint("tenant-a", "filters", 20)
+CURSOR = Cursor(created_at=datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC), key="s-1", page=2)
+# Mirrors the private header layout so tests can forge tokens field by field.
+HEADER = struct.Struct(">BB8sqI")
+URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _token_from_raw(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _raw_token(
+    *,
+    version: int = 1,
+    kind: int = KIND_SESSIONS,
+    query_fingerprint: bytes = FINGERPRINT,
+    micros: int = 0,
+    page: int = 2,
+    key: bytes = b"s-1",
+) -> str:
+    return _token_from_raw(HEADER.pack(version, kind, query_fingerprint, micros, page) + key)
+
+
+keys = st.text(alphabet=st.characters(codec="utf-8"), max_size=255)
+instants = st.datetimes(
+    min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)
+).map(lambda naive: naive.replace(tzinfo=UTC))
+
+
+@given(
+    created_at=instants,
+    key=keys,
+    page=st.integers(min_value=2, max_value=2**32 - 1),
+    kind=st.sampled_from([KIND_SESSIONS, KIND_MESSAGES]),
+    query_fingerprint=st.binary(min_size=8, max_size=8),
+)
+def test_any_cursor_survives_an_encode_decode_round_trip(
+    created_at: datetime, key: str, page: int, kind: int, query_fingerprint: bytes
+) -> None:
+    original = Cursor(created_at=created_at, key=key, page=page)
+    token = cursor.encode(original, kind=kind, query_fingerprint=query_fingerprint)
+    decoded = cursor.decode(token, kind=kind, query_fingerprint=query_fingerprint)
+    assert decoded == original
+    assert decoded.created_at.utcoffset() == timedelta(0)
+    assert set(token) <= URL_SAFE
+
+
+def test_decoded_time_is_the_same_instant_when_the_cursor_time_had_another_offset() -> None:
+    plus_two = timezone(timedelta(hours=2))
+    original = Cursor(datetime(2024, 1, 1, 14, 0, tzinfo=plus_two), key="k", page=3)
+    token = cursor.encode(original, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+    decoded = cursor.decode(token, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+    assert decoded.created_at == datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+def test_decoding_arbitrary_text_raises_only_page_token_error(token: str) -> None:
+    # Any other exception would surface to callers as INTERNAL instead of INVALID_ARGUMENT.
+    with contextlib.suppress(PageTokenError):
+        cursor.decode(token, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("x", id="one-character-is-never-valid-base64"),
+        pytest.param("abcde", id="length-one-more-than-a-multiple-of-four"),
+        pytest.param("é" * 40, id="non-ascii"),
+        pytest.param("AAAA", id="shorter-than-the-header"),
+        pytest.param("not a page token at all, just prose", id="prose"),
+    ],
+)
+def test_corrupt_tokens_are_refused(token: str) -> None:
+    with pytest.raises(PageTokenError):
+        cursor.decode(token, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+def test_a_token_truncated_into_its_header_is_refused() -> None:
+    token = cursor.encode(CURSOR, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+    with pytest.raises(PageTokenError):
+        cursor.decode(token[:20], kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+def test_a_token_truncated_inside_a_multibyte_key_character_is_refused() -> None:
+    full = HEADER.pack(1, KIND_SESSIONS, FINGERPRINT, 0, 2) + "é".encode()
+    with pytest.raises(PageTokenError):
+        cursor.decode(_token_from_raw(full[:-1]), kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+def test_a_token_with_a_key_longer_than_the_limit_is_refused() -> None:
+    token = _raw_token(key=b"k" * 1025)
+    with pytest.raises(PageTokenError):
+        cursor.decode(token, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+def test_a_token_with_a_key_at_the_limit_is_accepted() -> None:
+    token = _raw_token(key=b"k" * 1024)
+    decoded = cursor.decode(token, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+    assert decoded.key == "k" * 1024
+
+
+def test_a_token_issued_for_another_query_fingerprint_is_refused() -> None:
+    token = cursor.encode(CURSOR, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+    other = cursor.fingerprint("tenant-b", "filters", 20)
+    with pytest.raises(PageTokenError):
+        cursor.decode(token, kind=KIND_SESSIONS, query_fingerprint=other)
+
+
+def test_a_sessions_token_is_refused_by_the_messages_call() -> None:
+    token = cursor.encode(CURSOR, kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+    with pytest.raises(PageTokenError):
+        cursor.decode(token, kind=KIND_MESSAGES, query_fingerprint=FINGERPRINT)
+
+
+def test_a_token_of_an_unknown_version_is_refused() -> None:
+    with pytest.raises(PageTokenError):
+        cursor.decode(_raw_token(version=2), kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+@pytest.mark.parametrize("page", [0, 1])
+def test_a_token_leading_to_page_one_or_below_is_refused(page: int) -> None:
+    with pytest.raises(PageTokenError):
+        cursor.decode(_raw_token(page=page), kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+@pytest.mark.parametrize("micros", [2**62, -(2**62)])
+def test_a_token_whose_time_is_outside_the_datetime_range_is_refused(micros: int) -> None:
+    with pytest.raises(PageTokenError):
+        cursor.decode(_raw_token(micros=micros), kind=KIND_SESSIONS, query_fingerprint=FINGERPRINT)
+
+
+def test_the_fingerprint_is_stable_for_equal_parts_and_differs_for_any_changed_part() -> None:
+    base = cursor.fingerprint("tenant-a", "closed", 20)
+    assert cursor.fingerprint("tenant-a", "closed", 20) == base
+    assert len(base) == 8
+    assert cursor.fingerprint("tenant-b", "closed", 20) != base
+    assert cursor.fingerprint("tenant-a", "active", 20) != base
+    assert cursor.fingerprint("tenant-a", "closed", 21) != base
