@@ -123,10 +123,10 @@ class CallerPolicy:
             if not authorization.lower().startswith(_BEARER):
                 raise UnauthenticatedError("the authorization metadata must be 'Bearer <token>'")
             digest = hashlib.sha256(authorization[len(_BEARER) :].strip().encode()).digest()
-            found = None
-            for known, caller in self._tokens:  # check every entry: no early exit to time
+            found: Caller | None = None
+            for known, candidate in self._tokens:  # check every entry: no early exit to time
                 if hmac.compare_digest(digest, known):
-                    found = caller
+                    found = candidate
             if found is None:
                 raise UnauthenticatedError("unknown bearer token")
             return found

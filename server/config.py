@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     database_read_url: SecretStr | None = Field(
         None,
         alias="DATABASE_READ_URL",
-        description="optional read replica for ListSessions/GetSessionDetail (writes: DATABASE_URL)",
+        description="optional read replica for ListSessions and GetSessionDetail",
     )
     data_dir: Path = Field(
         Path(".data"),
