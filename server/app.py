@@ -1,11 +1,14 @@
 """Server assembly and lifecycle: the gRPC server with its interceptor, health and reflection,
-the database engine, and graceful shutdown on SIGTERM/SIGINT."""
+TLS, the database engines and their health probe, and graceful shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import signal
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,79 +20,211 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.auth import CallerPolicy
 from server.config import Settings
 from server.db.engine import create_engine
 from server.interceptors import ServiceInterceptor
+from server.observability import Metrics
 from server.service import SessionMonitoringService
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SessionMonitoring"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+_PROBE_TIMEOUT = 2.0
 
 
-class AddressInUseError(RuntimeError):
-    """Raised when the gRPC address cannot be bound."""
+class StartupError(RuntimeError):
+    """Raised when the server cannot start as configured (address, TLS files)."""
 
 
-def create_server(
-    engine: AsyncEngine, *, address: str
-) -> tuple[grpc.aio.Server, int, health_aio.HealthServicer]:
-    """A ready-to-start server for `engine` bound to `address`; returns it, its port and its
-    health servicer."""
-    server = grpc.aio.server(interceptors=[ServiceInterceptor()])
-    pb_grpc.add_SessionMonitoringServicer_to_server(SessionMonitoringService(engine), server)
+@dataclass
+class App:
+    """A configured server: start it, stop it, and keep its health in step with the database."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    engines: tuple[AsyncEngine, ...]
+    probe_interval: float
+    _probe: asyncio.Task[None] | None = field(default=None, init=False)
+    _serving: bool | None = field(default=None, init=False)
+
+    async def start(self) -> None:
+        """Start serving; health follows the database from the first probe on."""
+        await self.server.start()
+        await self.check_database()
+        self._probe = asyncio.create_task(self._probe_forever(), name="database-health-probe")
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new calls, and let in-flight calls finish within `grace`."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        await self._set_serving(False)
+        await self.server.stop(grace)
+
+    async def check_database(self) -> bool:
+        """Probe every engine once and publish the result as the health status."""
+        reachable = True
+        for engine in self.engines:
+            try:
+                async with asyncio.timeout(_PROBE_TIMEOUT), engine.connect() as conn:
+                    await conn.exec_driver_sql("SELECT 1")
+            except Exception as error:  # any failure to answer means "not serving"
+                reachable = False
+                if self._serving is not False:
+                    logger.warning("database probe failed: %s", error.__class__.__name__)
+        await self._set_serving(reachable)
+        return reachable
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            await self.check_database()
+
+    async def _set_serving(self, serving: bool) -> None:
+        if serving == self._serving:
+            return
+        if self._serving is not None:
+            logger.info("health: %s", "SERVING" if serving else "NOT_SERVING")
+        self._serving = serving
+        state = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, state)
+
+
+def create_app(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    read_engine: AsyncEngine | None = None,
+    policy: CallerPolicy | None = None,
+    metrics: Metrics | None = None,
+) -> App:
+    """A ready-to-start server for `engine` (and `read_engine` for reads) bound as configured."""
+    server = grpc.aio.server(
+        interceptors=[
+            ServiceInterceptor(
+                deadline_ceiling=settings.default_deadline,
+                policy=policy,
+                metrics=metrics,
+                access_log=settings.access_log,
+            )
+        ],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
+            # Lets `--workers` processes share one port; harmless for a single process.
+            ("grpc.so_reuseport", 1),
+        ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    pb_grpc.add_SessionMonitoringServicer_to_server(
+        SessionMonitoringService(engine, read_engine=read_engine), server
+    )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    port = _bind(server, settings)
+    engines = (engine,) if read_engine is None else (engine, read_engine)
+    return App(server, port, health_servicer, engines, settings.health_check_interval)
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> int:
+    address = settings.address
     try:
-        port = server.add_insecure_port(address)
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            client_ca = (
+                settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+            )
+            credentials = grpc.ssl_server_credentials(
+                [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None and settings.tls_require_client_cert,
+            )
+            return server.add_secure_port(address, credentials)
+        if not _is_loopback(address):
+            logger.warning(
+                "PLAINTEXT on non-loopback address %s: anyone on the network can read and "
+                "forge calls; configure TLS_CERT_FILE and TLS_KEY_FILE",
+                address,
+            )
+        return server.add_insecure_port(address)
+    except OSError as error:
+        raise StartupError(f"cannot read TLS file: {error}") from None
     except RuntimeError as error:
-        raise AddressInUseError(f"cannot listen on {address}: {error}") from None
-    return server, port, health_servicer
+        raise StartupError(f"cannot listen on {address}: {error}") from None
 
 
-async def set_serving(health_servicer: health_aio.HealthServicer, serving: bool) -> None:
-    """Report every service (and the server as a whole, "") as SERVING or NOT_SERVING."""
-    state = (
-        health_pb2.HealthCheckResponse.SERVING
-        if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, state)
+def _is_loopback(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-async def serve(settings: Settings, database_url: str) -> None:
-    """Serve until SIGTERM/SIGINT, then drain: NOT_SERVING, in-flight calls finish, pool closes."""
-    engine = create_engine(
-        database_url,
-        pool_size=settings.db_pool_size,
-        pool_timeout=settings.db_pool_timeout,
-        connect_timeout=settings.db_connect_timeout,
-    )
-    server, port, health_servicer = create_server(engine, address=settings.address)
+async def serve(
+    settings: Settings,
+    database_url: str,
+    *,
+    read_url: str | None = None,
+    policy: CallerPolicy | None = None,
+    metrics_port_offset: int = 0,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: NOT_SERVING, in-flight calls finish, pools close."""
+    engine = _engine(settings, database_url)
+    read_engine = _engine(settings, read_url) if read_url else None
+    metrics = None
+    if settings.metrics_address is not None:
+        metrics = Metrics()
+        metrics.watch_pool("primary", engine)
+        if read_engine is not None:
+            metrics.watch_pool("replica", read_engine)
+        host, _, port = settings.metrics_address.rpartition(":")
+        bound = metrics.serve(f"{host}:{int(port) + metrics_port_offset}")
+        logger.info("metrics on http://%s:%d/metrics", host, bound)
+    app = create_app(settings, engine, read_engine=read_engine, policy=policy, metrics=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    await set_serving(health_servicer, True)
+    await app.start()
     host = settings.address.rsplit(":", 1)[0]
-    logger.info("serving sessionmonitoring.v1.SessionMonitoring on %s:%d", host, port)
+    logger.info(
+        "serving %s on %s:%d (%s)",
+        SERVICE_NAME,
+        host,
+        app.port,
+        "TLS" if settings.tls_enabled else "plaintext",
+    )
     try:
         await stop.wait()
         logger.info(
             "shutting down: draining in-flight calls for up to %.1fs", settings.grace_period
         )
-        await set_serving(health_servicer, False)
     finally:
-        await server.stop(settings.grace_period)
+        await app.stop(settings.grace_period)
         await engine.dispose()
+        if read_engine is not None:
+            await read_engine.dispose()
         logger.info("stopped")
+
+
+def _engine(settings: Settings, url: str) -> AsyncEngine:
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout,
+        connect_timeout=settings.db_connect_timeout,
+        statement_timeout=settings.default_deadline,
+    )

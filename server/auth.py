@@ -27,7 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from server.errors import ServiceError
+from server.errors import UnauthenticatedError
 from server.tenancy import TENANT_ID_PATTERN
 
 ALL_TENANTS = "*"
@@ -154,7 +154,3 @@ def load_policy(path: Path) -> CallerPolicy:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         raise PolicyError(f"caller policy {path} is invalid: {problems}") from None
-
-
-class UnauthenticatedError(ServiceError):
-    """Raised when the caller policy is on and the call's credentials are missing or unknown."""

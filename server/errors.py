@@ -22,6 +22,11 @@ REASON_INVALID_ARGUMENT = "INVALID_ARGUMENT"
 REASON_SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
 REASON_SESSION_METADATA_NOT_OBJECT = "SESSION_METADATA_NOT_OBJECT"
 REASON_DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+REASON_DATABASE_BUSY = "DATABASE_BUSY"
+REASON_UNAUTHENTICATED = "UNAUTHENTICATED"
+REASON_TENANT_NOT_ALLOWED = "TENANT_NOT_ALLOWED"
+REASON_DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+REASON_CONFLICT = "CONFLICT"
 REASON_INTERNAL = "INTERNAL"
 
 MESSAGE_MISSING_TENANT_ID = "the x-tenant-id metadata is required"
@@ -33,6 +38,10 @@ MESSAGE_SESSION_METADATA_NOT_OBJECT = (
 )
 MESSAGE_DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
 MESSAGE_INTERNAL = "internal error"
+MESSAGE_DATABASE_BUSY = "all database connections are busy; retry later"
+MESSAGE_TENANT_NOT_ALLOWED = "this caller may not act for that tenant"
+MESSAGE_DEADLINE_EXCEEDED = "the call's deadline passed before it finished"
+MESSAGE_CONFLICT = "the update kept conflicting with concurrent writers; retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +121,50 @@ class DatabaseUnavailableError(ServiceError):
 
 
 @dataclass
+class DatabaseBusyError(ServiceError):
+    """Raised when no pooled database connection frees up within the pool timeout."""
+
+    message: str = MESSAGE_DATABASE_BUSY
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = REASON_DATABASE_BUSY
+
+
+@dataclass
+class UnauthenticatedError(ServiceError):
+    """Raised when the caller policy is on and the call's credentials are missing or unknown."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = REASON_UNAUTHENTICATED
+
+
+@dataclass
+class TenantNotAllowedError(ServiceError):
+    """Raised when an identified caller asks for a tenant outside its policy entry."""
+
+    message: str = MESSAGE_TENANT_NOT_ALLOWED
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = REASON_TENANT_NOT_ALLOWED
+
+
+@dataclass
+class DeadlineExceededError(ServiceError):
+    """Raised when the caller's deadline (or the server's ceiling) passes mid-call."""
+
+    message: str = MESSAGE_DEADLINE_EXCEEDED
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = REASON_DEADLINE_EXCEEDED
+
+
+@dataclass
+class ConflictError(ServiceError):
+    """Raised when a write still hits serialization or deadlock failures after its retries."""
+
+    message: str = MESSAGE_CONFLICT
+    code = grpc.StatusCode.ABORTED
+    reason = REASON_CONFLICT
+
+
+@dataclass
 class InternalError(ServiceError):
     """Raised for anything unexpected; the message never carries internals."""
 
@@ -128,11 +181,13 @@ def invalid_argument(*violations: FieldViolation) -> InvalidArgumentError:
     )
 
 
-def to_rpc_status(error: ServiceError) -> status_pb2.Status:
-    """The google.rpc.Status for `error`: ErrorInfo always, BadRequest for field violations."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
-    )
+def to_rpc_status(error: ServiceError, *, request_id: str | None = None) -> status_pb2.Status:
+    """The google.rpc.Status for `error`: ErrorInfo (with the request id) always, BadRequest for
+    field violations."""
+    metadata = dict(error.metadata)
+    if request_id is not None:
+        metadata["request_id"] = request_id
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     details = [_pack(info)]
     if isinstance(error, InvalidArgumentError) and error.violations:
         bad_request = error_details_pb2.BadRequest(

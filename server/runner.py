@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from server import app
+from server.auth import CallerPolicy, PolicyError, load_policy
 from server.config import Settings
+from server.datagen import DatasetSpec, generate
 from server.db.embedded import start_embedded_postgres
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from server.demo import DEMO_TENANT, load_demo_data
+from server.observability import configure_logging
+
+EXIT_USAGE = 2
 
 logger = logging.getLogger(__name__)
 
@@ -41,13 +52,104 @@ async def _load_demo(url: str) -> None:
         await engine.dispose()
 
 
+def generate_data(settings: Settings, spec: DatasetSpec) -> int:
+    """`python -m server generate-data`: migrate, then load the benchmark dataset (progress and
+    the summary go to stderr)."""
+    url, _ = _database_url(settings)
+    upgrade_to_head(url)
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    summary = asyncio.run(generate(url, spec, progress=report))
+    skipped = sum(1 for tenant in summary.tenants if tenant.skipped)
+    rate = summary.messages / max(summary.seconds, 1e-9)
+    report(
+        f"generated {summary.sessions:,} sessions and {summary.messages:,} messages in "
+        f"{len(summary.tenants) - skipped} tenants ({skipped} skipped) in {summary.seconds:.1f}s "
+        f"({rate:,.0f} messages/s)"
+    )
+    return 0
+
+
 def serve(settings: Settings) -> int:
     """`python -m server [serve]`: serve until SIGTERM/SIGINT. The embedded database is migrated
-    and seeded first; a given DATABASE_URL is used as is (run `migrate` for it)."""
+    and seeded first; a given DATABASE_URL is used as is (run `migrate` for it). With
+    `--workers N`, N processes share the port, each with its own pool."""
+    try:
+        policy = load_policy(settings.caller_policy_file) if settings.caller_policy_file else None
+    except PolicyError as error:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
+    if settings.workers > 1 and settings.address.endswith(":0"):
+        print("--workers needs a fixed port: the workers must share one", file=sys.stderr)
+        return EXIT_USAGE
     url, embedded = _database_url(settings)
     if embedded:
         upgrade_to_head(url)
         if settings.demo_data:
             asyncio.run(_load_demo(url))
-    asyncio.run(app.serve(settings, url))
+    read_url = settings.database_read_url.get_secret_value() if settings.database_read_url else None
+    if policy is not None:
+        logger.info("caller policy on: %s", settings.caller_policy_file)
+    if settings.workers == 1:
+        return _serve_one(settings, url, read_url, policy, 0)
+    return _serve_many(settings, url, read_url, policy)
+
+
+def _serve_one(
+    settings: Settings,
+    url: str,
+    read_url: str | None,
+    policy: CallerPolicy | None,
+    worker: int,
+) -> int:
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
+    try:
+        _run(app.serve(settings, url, read_url=read_url, policy=policy, metrics_port_offset=worker))
+    except app.StartupError as error:
+        # One clear line, no traceback: this is a configuration mistake, not a crash.
+        logger.error("%s", error)  # noqa: TRY400
+        return EXIT_USAGE
     return 0
+
+
+def _serve_many(
+    settings: Settings, url: str, read_url: str | None, policy: CallerPolicy | None
+) -> int:
+    """Run `settings.workers` server processes; forward SIGTERM/SIGINT and wait for them all."""
+    context = multiprocessing.get_context("spawn")  # no fork after grpc/asyncio have started
+    workers = [
+        context.Process(
+            target=_serve_one, args=(settings, url, read_url, policy, index), name=f"worker-{index}"
+        )
+        for index in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    logger.info("started %d workers sharing %s", len(workers), settings.address)
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.join()
+    failed = [w.name for w in workers if w.exitcode != 0]
+    if failed:
+        logger.error("workers exited with errors: %s", ", ".join(failed))
+        return 1
+    return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where available: its event loop is measurably faster (see BENCHMARKS.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

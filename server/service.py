@@ -25,9 +25,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     """Lists, inspects and updates the calling tenant's chat sessions."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, read_engine: AsyncEngine | None = None) -> None:
         self._engine = engine
-        self._snapshot_reader = engine.execution_options(
+        # Reads go to the replica when there is one; writes (and their read-back) never do.
+        self._reader = read_engine or engine
+        self._snapshot_reader = self._reader.execution_options(
             isolation_level="REPEATABLE READ", postgresql_readonly=True
         )
 
@@ -91,7 +93,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     ) -> pb.GetSessionDetailResponse:
         tenant_id = current_tenant()
         query = validation.session_detail_query(request, tenant_id=tenant_id)
-        async with self._engine.connect() as conn:
+        async with self._snapshot_reader.connect() as conn:
             session = await repository.get_session(
                 conn, tenant_id=tenant_id, session_id=query.session_id
             )

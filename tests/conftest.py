@@ -19,11 +19,11 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server.app import create_server, set_serving
 from server.db.embedded import start_embedded_postgres
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from tests.factories import Factory
+from tests.helpers import serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = REPO_ROOT / ".data" / "test"
@@ -75,11 +75,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 async def grpc_target(database_url: str) -> AsyncIterator[str]:
     """host:port of a real SessionMonitoring server (own engine and pool) on a free port."""
     server_engine = create_engine(database_url, pool_size=10, pool_timeout=5, connect_timeout=5)
-    server, port, health_servicer = create_server(server_engine, address="127.0.0.1:0")
-    await server.start()
-    await set_serving(health_servicer, True)
-    yield f"127.0.0.1:{port}"
-    await server.stop(1)
+    async with serving(server_engine) as app:
+        yield f"127.0.0.1:{app.port}"
     await server_engine.dispose()
 
 

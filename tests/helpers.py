@@ -1,13 +1,21 @@
-"""Reading the rich error details (google.rpc.Status) the service attaches to failed calls."""
+"""Test helpers: read the rich error details (google.rpc.Status) of failed calls, and run extra
+servers of our own with other settings."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.app import App, create_app
+from server.auth import CallerPolicy
+from server.config import load_settings
+from server.observability import Metrics
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -21,6 +29,8 @@ class RpcFailure:
     reason: str
     error_metadata: dict[str, str]
     field_violations: dict[str, str]
+    # Unique per call by design, so two failures compare equal without it.
+    request_id: str = field(compare=False, default="")
 
 
 def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
@@ -42,4 +52,29 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
             violations = {v.field: v.description for v in bad_request.field_violations}
-    return RpcFailure(error.code(), error.details() or "", reason, metadata, violations)
+    request_id = metadata.pop("request_id", "")
+    return RpcFailure(error.code(), error.details() or "", reason, metadata, violations, request_id)
+
+
+@asynccontextmanager
+async def serving(
+    engine: AsyncEngine,
+    *,
+    read_engine: AsyncEngine | None = None,
+    policy: CallerPolicy | None = None,
+    metrics: Metrics | None = None,
+    **settings: Any,
+) -> AsyncIterator[App]:
+    """A real server of our own on a free loopback port, stopped on exit."""
+    app = create_app(
+        load_settings(address="127.0.0.1:0", **settings),
+        engine,
+        read_engine=read_engine,
+        policy=policy,
+        metrics=metrics,
+    )
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(0)

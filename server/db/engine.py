@@ -16,9 +16,21 @@ _UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 
 def create_engine(
-    database_url: str, *, pool_size: int, pool_timeout: float, connect_timeout: float
+    database_url: str,
+    *,
+    pool_size: int,
+    pool_timeout: float,
+    connect_timeout: float,
+    statement_timeout: float | None = None,
 ) -> AsyncEngine:
-    """An asyncpg-backed engine with a bounded pool."""
+    """An asyncpg-backed engine with a bounded pool.
+
+    `statement_timeout` is PostgreSQL's own backstop: a statement that outlives every call
+    deadline is cancelled by the server even if the client side never gets to cancel it.
+    """
+    server_settings = {"application_name": APPLICATION_NAME}
+    if statement_timeout is not None:
+        server_settings["statement_timeout"] = str(int(statement_timeout * 1000) + 1000)
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -30,7 +42,7 @@ def create_engine(
         json_deserializer=loads_json,
         connect_args={
             "timeout": connect_timeout,
-            "server_settings": {"application_name": APPLICATION_NAME},
+            "server_settings": server_settings,
         },
     )
 

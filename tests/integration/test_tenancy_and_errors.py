@@ -16,10 +16,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server import errors
-from server.app import create_server
 from server.db.engine import create_engine
 from tests.factories import BASE_TIME, Factory, tenant_metadata
-from tests.helpers import RpcFailure, failure
+from tests.helpers import RpcFailure, failure, serving
 
 Metadata = Sequence[tuple[str, str | bytes]]
 Call = Callable[[pb_grpc.SessionMonitoringStub, Metadata], Awaitable[Any]]
@@ -447,13 +446,13 @@ async def test_a_255_character_session_id_is_valid_and_simply_not_found(
 async def standalone_server(database_url: str) -> AsyncIterator[pb_grpc.SessionMonitoringStub]:
     """A second server of our own over `database_url`, reached over its own channel."""
     engine = create_engine(database_url, pool_size=2, pool_timeout=2, connect_timeout=2)
-    server, port, _ = create_server(engine, address="127.0.0.1:0")
     try:
-        await server.start()
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with (
+            serving(engine) as app,
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+        ):
             yield pb_grpc.SessionMonitoringStub(channel)
     finally:
-        await server.stop(None)
         await engine.dispose()
 
 
