@@ -6,20 +6,31 @@ The tenant comes from `tenancy.current_tenant()`, bound by the interceptor; erro
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from typing import Any
 
 import grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import convert, counting, cursor, repository, status, validation
-from server.errors import SessionMetadataNotObjectError, SessionNotFoundError
+from server.db.engine import is_retryable_conflict
+from server.errors import ConflictError, SessionMetadataNotObjectError, SessionNotFoundError
 from server.jsonvalue import to_struct
 from server.tenancy import current_tenant
 from server.trace import TracedMessage, build_trace
 
 Context = grpc.aio.ServicerContext[Any, Any]
+logger = logging.getLogger(__name__)
+
+# A status update is one statement; PostgreSQL can still abort it on a deadlock or a
+# serialization failure caused by other writers' triggers or isolation levels. Retried, then
+# ABORTED so the caller can decide.
+UPDATE_ATTEMPTS = 3
 
 
 class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
@@ -131,18 +142,36 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     ) -> pb.UpdateSessionStatusResponse:
         tenant_id = current_tenant()
         update = validation.status_update(request)
+        for attempt in range(1, UPDATE_ATTEMPTS + 1):
+            try:
+                row = await self._update_status(tenant_id, update)
+            except DBAPIError as error:
+                if not is_retryable_conflict(error):
+                    raise
+                if attempt == UPDATE_ATTEMPTS:
+                    raise ConflictError() from None
+                logger.info("update conflicted (attempt %d), retrying", attempt)
+                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 -- jitter
+            else:
+                return pb.UpdateSessionStatusResponse(session=convert.session(row))
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _update_status(
+        self, tenant_id: str, update: validation.StatusUpdate
+    ) -> repository.SessionRow:
         async with self._engine.begin() as conn:
             row = await repository.set_session_status(
                 conn, tenant_id=tenant_id, session_id=update.session_id, status=update.status
             )
+            if row is not None:
+                return row
+            # Nothing changed: find out whether that is success (already in that status) or an
+            # error, reading the row in the same transaction.
+            row = await repository.get_session(
+                conn, tenant_id=tenant_id, session_id=update.session_id
+            )
             if row is None:
-                # Nothing changed: find out whether that is success (already in that status)
-                # or an error, reading the row in the same transaction.
-                row = await repository.get_session(
-                    conn, tenant_id=tenant_id, session_id=update.session_id
-                )
-                if row is None:
-                    raise SessionNotFoundError()
-                if not status.accepts_status_update(row.metadata):
-                    raise SessionMetadataNotObjectError()
-        return pb.UpdateSessionStatusResponse(session=convert.session(row))
+                raise SessionNotFoundError()
+            if not status.accepts_status_update(row.metadata):
+                raise SessionMetadataNotObjectError()
+            return row

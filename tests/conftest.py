@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -23,7 +24,7 @@ from server.db.embedded import start_embedded_postgres
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from tests.factories import Factory
-from tests.helpers import serving
+from tests.helpers import is_tenant_scoped, serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = REPO_ROOT / ".data" / "test"
@@ -72,12 +73,29 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture(scope="session")
-async def grpc_target(database_url: str) -> AsyncIterator[str]:
-    """host:port of a real SessionMonitoring server (own engine and pool) on a free port."""
+def issued_statements() -> list[str]:
+    """Every SQL statement the server under test issued during the whole run."""
+    return []
+
+
+@pytest.fixture(scope="session")
+async def grpc_target(database_url: str, issued_statements: list[str]) -> AsyncIterator[str]:
+    """host:port of a real SessionMonitoring server (own engine and pool) on a free port.
+
+    Every statement it issues is recorded; after the run, one that touches a chat table without
+    a bound tenant_id predicate fails the suite (the mechanical isolation guarantee).
+    """
     server_engine = create_engine(database_url, pool_size=10, pool_timeout=5, connect_timeout=5)
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        issued_statements.append(statement)
+
+    event.listen(server_engine.sync_engine, "before_cursor_execute", record)
     async with serving(server_engine) as app:
         yield f"127.0.0.1:{app.port}"
     await server_engine.dispose()
+    unscoped = [s for s in issued_statements if not is_tenant_scoped(s)]
+    assert not unscoped, f"statements without a tenant_id predicate: {unscoped[:3]}"
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ servers of our own with other settings."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -78,3 +79,13 @@ async def serving(
         yield app
     finally:
         await app.stop(0)
+
+
+_CHAT_TABLE = re.compile(r"\bchat_(sessions|messages|session_counts)\b")
+# `tenant_id = $1` (asyncpg placeholders), optionally qualified and cast.
+_TENANT_PREDICATE = re.compile(r"\btenant_id = \$\d+")
+
+
+def is_tenant_scoped(statement: str) -> bool:
+    """Whether a statement leaves the chat tables alone or filters them by a bound tenant id."""
+    return not _CHAT_TABLE.search(statement) or bool(_TENANT_PREDICATE.search(statement))

@@ -63,6 +63,19 @@ def _parse_int(digits: str) -> int | str:
         return digits
 
 
+_CONFLICT_SQLSTATES = ("40001", "40P01", "55P03")  # serialization, deadlock, lock not available
+
+
+def is_retryable_conflict(error: BaseException) -> bool:
+    """Whether `error` is a transaction conflict that the same statement may pass on retry."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if getattr(seen, "sqlstate", None) in _CONFLICT_SQLSTATES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Whether `error` (or anything it wraps) means PostgreSQL cannot be reached right now."""
     seen: BaseException | None = error
