@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         2.0,
         gt=0,
         alias="DB_POOL_TIMEOUT",
-        description="seconds a call waits for a free connection before UNAVAILABLE",
+        description="seconds a call waits for a free connection before RESOURCE_EXHAUSTED",
     )
     db_connect_timeout: float = Field(
         3.0, gt=0, alias="DB_CONNECT_TIMEOUT", description="seconds to open a database connection"

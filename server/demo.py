@@ -107,11 +107,16 @@ async def load_demo_data(conn: AsyncConnection) -> bool:
     existing = await conn.execute(select(func.count()).select_from(sessions_table))
     if existing.scalar_one() > 0:
         return False
+    await insert_demo_data(conn)
+    return True
+
+
+async def insert_demo_data(conn: AsyncConnection) -> None:
+    """Insert the demo tenants `demo` (24 sessions) and `acme` (3)."""
     for tenant_id, sessions in ((DEMO_TENANT, 24), ("acme", 3)):
         session_rows, message_rows = _rows(tenant_id, sessions)
         await conn.execute(insert(sessions_table), _keyed(session_rows))
         await conn.execute(insert(messages_table), _keyed(message_rows))
-    return True
 
 
 def _keyed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,69 @@
+"""Every grpcurl command of the README's session works as printed, against the demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.db.engine import create_engine
+from server.demo import insert_demo_data
+from tests.helpers import serving
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+GRPCURL = Path(sys.executable).parent / "grpcurl"
+
+
+def readme_session_commands() -> list[str]:
+    """The grpcurl lines of the README's 'A grpcurl session' block."""
+    text = README.read_text()
+    section = text.split("## A grpcurl session", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith(".venv/bin/grpcurl ")]
+
+
+@pytest.fixture(scope="module")
+async def demo_target(database_url: str, engine: AsyncEngine) -> AsyncIterator[str]:
+    """A server over the test database holding the demo tenants (nobody else uses them)."""
+    async with engine.begin() as conn:
+        await insert_demo_data(conn)
+    server_engine = create_engine(database_url, pool_size=2, pool_timeout=5, connect_timeout=5)
+    async with serving(server_engine) as app:
+        yield f"127.0.0.1:{app.port}"
+    await server_engine.dispose()
+
+
+def test_the_readme_session_has_commands_for_every_rpc_and_an_error() -> None:
+    commands = "\n".join(readme_session_commands())
+    for needed in (
+        " list",
+        " describe ",
+        "/ListSessions",
+        "/GetSessionDetail",
+        "/UpdateSessionStatus",
+        "# fails:",
+    ):
+        assert needed in commands
+
+
+@pytest.mark.parametrize("command", readme_session_commands())
+async def test_readme_command_behaves_as_documented(command: str, demo_target: str) -> None:
+    runnable = command.replace(".venv/bin/grpcurl", str(GRPCURL)).replace(
+        "localhost:50051", demo_target
+    )
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", runnable, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    expected_failure = re.search(r"# fails: (\w+)", command)
+    if expected_failure:
+        assert process.returncode != 0
+        assert f"Code: {expected_failure.group(1)}" in err.decode()
+    else:
+        assert process.returncode == 0, err.decode()
+        assert out.strip()
