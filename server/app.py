@@ -147,7 +147,7 @@ def _bind(server: grpc.aio.Server, settings: Settings) -> int:
             credentials = grpc.ssl_server_credentials(
                 [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
                 root_certificates=client_ca,
-                require_client_auth=client_ca is not None and settings.tls_require_client_cert,
+                require_client_auth=client_ca is not None,
             )
             return server.add_secure_port(address, credentials)
         if not _is_loopback(address):

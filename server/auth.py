@@ -87,6 +87,9 @@ class PolicyFile(BaseModel):
         identities = [i for caller in self.callers for i in caller.certificate_identities]
         if len(identities) != len(set(identities)):
             raise ValueError("a certificate identity may belong to one caller only")
+        digests = [d for caller in self.callers for d in caller.token_sha256]
+        if len(digests) != len(set(digests)):
+            raise ValueError("a token hash may belong to one caller only")
         return self
 
 

@@ -113,12 +113,9 @@ class Settings(BaseSettings):
     tls_client_ca_file: Path | None = Field(
         None,
         alias="TLS_CLIENT_CA_FILE",
-        description="PEM CA bundle that signs client certificates; enables mutual TLS",
-    )
-    tls_require_client_cert: bool = Field(
-        True,
-        alias="TLS_REQUIRE_CLIENT_CERT",
-        description="with a client CA: refuse callers without a valid certificate",
+        # grpcio can require client certificates or not ask for them; it has no "ask but do not
+        # require" mode, so mutual TLS here always means "required".
+        description="PEM CA bundle for client certificates; enables (required) mutual TLS",
     )
     caller_policy_file: Path | None = Field(
         None,

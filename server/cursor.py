@@ -21,6 +21,9 @@ _HEADER = struct.Struct(">BB8sqI")  # version, kind, fingerprint, created_at µs
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_KEY_BYTES = 1024
 
+# Pagination.page is an int32.
+MAX_PAGE = 2**31 - 1
+
 KIND_SESSIONS = 1
 KIND_MESSAGES = 2
 
@@ -69,6 +72,7 @@ def decode(token: str, *, kind: int, query_fingerprint: bytes) -> Cursor:
         created_at = _EPOCH + timedelta(microseconds=micros)
     except (UnicodeDecodeError, OverflowError):
         raise PageTokenError("is not a page token") from None
-    if page < 2:
+    # NUL cannot occur in a PostgreSQL text key, so only a forged token carries one.
+    if not 2 <= page <= MAX_PAGE or "\x00" in key:
         raise PageTokenError("is not a page token")
     return Cursor(created_at=created_at, key=key, page=page)

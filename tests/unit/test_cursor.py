@@ -46,7 +46,7 @@ instants = st.datetimes(
 @given(
     created_at=instants,
     key=keys,
-    page=st.integers(min_value=2, max_value=2**32 - 1),
+    page=st.integers(min_value=2, max_value=cursor.MAX_PAGE),
     kind=st.sampled_from([KIND_SESSIONS, KIND_MESSAGES]),
     query_fingerprint=st.binary(min_size=8, max_size=8),
 )
@@ -152,3 +152,14 @@ def test_the_fingerprint_is_stable_for_equal_parts_and_differs_for_any_changed_p
     assert cursor.fingerprint("tenant-b", "closed", 20) != base
     assert cursor.fingerprint("tenant-a", "active", 20) != base
     assert cursor.fingerprint("tenant-a", "closed", 21) != base
+
+
+def test_a_token_claiming_a_page_beyond_int32_is_refused() -> None:
+    fingerprint = cursor.fingerprint("t")
+    forged = cursor.encode(
+        cursor.Cursor(datetime(2026, 1, 1, tzinfo=UTC), "s", cursor.MAX_PAGE + 1),
+        kind=cursor.KIND_SESSIONS,
+        query_fingerprint=fingerprint,
+    )
+    with pytest.raises(cursor.PageTokenError):
+        cursor.decode(forged, kind=cursor.KIND_SESSIONS, query_fingerprint=fingerprint)
