@@ -73,7 +73,11 @@ def _add_generate_data_arguments(parser: argparse.ArgumentParser) -> None:
         ("huge_sessions", "extra huge sessions in the big tenant (ids huge-0, huge-1, ...)"),
         ("huge_session_messages", "messages per huge session"),
         ("seed", "random seed: the same seed and sizes give the same rows"),
-        ("days", "created_at spreads over this many days before the reference time"),
+        (
+            "days",
+            "created_at spreads over this many days before "
+            + defaults.reference_time.strftime("%Y-%m-%dT%H:%MZ"),
+        ),
     )
     for name, text in sizes:
         group.add_argument(
@@ -88,12 +92,14 @@ def _add_generate_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--tenant-prefix",
         dest=_DATAGEN + "tenant_prefix",
         default=defaults.tenant_prefix,
+        metavar="PREFIX",
         help=f"prefix of the generated tenant ids [default {defaults.tenant_prefix}]",
     )
     group.add_argument(
         "--tenant",
         dest=_DATAGEN + "tenant",
         default=None,
+        metavar="ID",
         help="id of the big tenant [default <prefix>-big]",
     )
     group.add_argument(
@@ -101,6 +107,15 @@ def _add_generate_data_arguments(parser: argparse.ArgumentParser) -> None:
         dest=_DATAGEN + "replace",
         action="store_true",
         help="delete and reload tenants that already have sessions (default: skip them)",
+    )
+    group.add_argument(
+        "--skip-fk-checks",
+        dest=_DATAGEN + "skip_fk_checks",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.skip_fk_checks,
+        help="skip the per-message foreign key check while loading, when the database role is "
+        "a superuser (the rows are consistent by construction) "
+        f"[default {defaults.skip_fk_checks}]",
     )
 
 

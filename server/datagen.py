@@ -49,14 +49,15 @@ _LOCALES = ("en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "pt-BR", "ja-JP")
 _ENTRY_POINTS = ("widget", "help-center", "checkout", "order-page", "api")
 _MODELS = ("gpt-4o-mini", "gpt-4.1", "claude-sonnet", "llama-3.1-70b")
 _SOURCES = ("help-center", "product-docs", "policies", "faq", "release-notes")
-_WORDS = (
-    "order refund shipping account password invoice delivery tracking payment card subscription "
-    "plan upgrade cancel return label warehouse courier address phone email verification code "
-    "discount coupon price tax receipt warranty repair replacement device battery screen update "
-    "install login error message support agent ticket escalation policy days business within "
-    "please thanks hello could would should help need want check status available today tomorrow "
-    "the a an to of and or for with on in at by from your my our this that it is was will can not"
-).split()
+_VOCABULARY = (
+    "order refund shipping account password invoice delivery tracking payment card subscription"
+    " plan upgrade cancel return label warehouse courier address phone email verification code"
+    " discount coupon price tax receipt warranty repair replacement device battery screen update"
+    " install login error message support agent ticket escalation policy days business within"
+    " please thanks hello could would should help need want check status available today tomorrow"
+    " the a an to of and or for with on in at by from your my our this that it is was will can not"
+)
+_WORDS = tuple(_VOCABULARY.split())
 _TOOLS: tuple[tuple[str, Callable[[random.Random], dict[str, Any]]], ...] = (
     ("lookup_order", lambda r: {"order_id": f"A-{r.randrange(100000, 999999)}"}),
     ("search_kb", lambda r: {"query": " ".join(r.choices(_WORDS, k=4)), "top_k": 5}),
@@ -94,6 +95,8 @@ class DatasetSpec:
     reference_time: datetime = DEFAULT_REFERENCE_TIME
     # Delete tenants that already have sessions and load them again (default: skip them).
     replace: bool = False
+    # Skip the per-message foreign key check when the database role is allowed to (superuser).
+    skip_fk_checks: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -169,6 +172,11 @@ class _TenantShape:
     huge_sessions: int
     huge_session_messages: int
 
+    @property
+    def big(self) -> bool:
+        """Whether loading takes long enough to deserve progress lines of its own."""
+        return self.sessions >= 10_000 or self.huge_sessions > 0
+
 
 class _Pools:
     """Pre-rendered JSON fragments and text, so the per-message work is slicing and joining."""
@@ -177,7 +185,7 @@ class _Pools:
         rng = random.Random(f"{seed}:pools")  # noqa: S311 - reproducible test data, not secrets
         self.corpus = " ".join(rng.choice(_WORDS) for _ in range(60_000))
         self.corpus_limit = len(self.corpus) - 400
-        self.hits = [self._hit(rng, i) for i in range(4096)]
+        self.hits = [self._hit(rng) for _ in range(4096)]
         self.tools = [self._tool(rng) for _ in range(1024)]
         self.errors = [json.dumps({"code": code, "message": message}) for code, message in _ERRORS]
         self.models = [json.dumps(model) for model in _MODELS]
@@ -186,7 +194,7 @@ class _Pools:
         start = int(rng.random() * self.corpus_limit)
         return self.corpus[start : start + shortest + int(rng.random() * (longest - shortest + 1))]
 
-    def _hit(self, rng: random.Random, index: int) -> str:
+    def _hit(self, rng: random.Random) -> str:
         document = rng.randrange(1, 20_000)
         return json.dumps(
             {
@@ -288,9 +296,12 @@ def _plans(spec: DatasetSpec, shape: _TenantShape) -> Iterator[_Plan]:
         count = low + int(rng.random() * width)
         yield _plan(rng, f"s-{index:07d}", created, count, 2_000_000 + int(rng.random() * 88e6))
     for index in range(shape.huge_sessions):
-        created = start + timedelta(microseconds=int(rng.random() * span_us))
         count = shape.huge_session_messages
-        yield _plan(rng, f"huge-{index}", created, count, 1_000_000 + int(rng.random() * 9e6))
+        step_us = 1_000_000 + int(rng.random() * 9e6)
+        # Days long: started early enough to end before the reference time when the span allows.
+        latest = max(span_us - count * step_us, 0)
+        created = start + timedelta(microseconds=int(rng.random() * latest))
+        yield _plan(rng, f"huge-{index}", created, count, step_us)
 
 
 def _plan(
@@ -303,9 +314,10 @@ def _plan(
 
 
 def _session_rows(
-    tenant_id: str, plans: Iterator[_Plan]
+    tenant_id: str, plans: Iterator[_Plan], meter: _Meter
 ) -> Iterator[tuple[str, str, str | None, str | None, datetime, datetime]]:
     for plan in plans:
+        meter.expected += plan.messages
         yield (
             tenant_id,
             plan.session_id,
@@ -322,6 +334,10 @@ class _Meter:
     def __init__(self, progress: Progress | None, label: str, expected: int) -> None:
         self.progress, self.label, self.expected = progress, label, expected
         self.rows = 0
+        self.start()
+
+    def start(self) -> None:
+        """Rates count from now (after the sessions, for the messages)."""
         self.started = self.last_report = time.monotonic()
 
     def tick(self, rows: int) -> None:
@@ -400,11 +416,10 @@ async def generate(
     try:
         shapes = _shapes(spec)
         for number, shape in enumerate(shapes, start=1):
-            summary = await _load_tenant(conn, spec, shape, pools, progress)
-            summaries.append(summary)
-            if progress is not None and (shape.huge_sessions or shape.sessions >= 10_000):
-                continue  # big tenants report themselves
-            if progress is not None and (number % 10 == 0 or number == len(shapes)):
+            summaries.append(await _load_tenant(conn, spec, shape, pools, progress))
+            # Big tenants report their own progress; small ones in tens.
+            last = number == len(shapes)
+            if progress is not None and not shape.big and (number % 10 == 0 or last):
                 done = sum(s.messages for s in summaries)
                 progress(f"{number}/{len(shapes)} tenants done, {done:,} messages so far")
     finally:
@@ -425,9 +440,10 @@ async def _load_tenant(
         # Losing the last moments of a benchmark load to a crash is fine; waiting for every
         # WAL flush is not. Only this transaction is affected.
         await conn.execute("SET LOCAL synchronous_commit = off")
+        # Two generators aimed at one tenant take turns, so the second sees the first's rows.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('datagen:' || $1))", tenant_id)
         existing = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM chat_sessions WHERE tenant_id = $1 LIMIT 1) s",
-            tenant_id,
+            "SELECT EXISTS (SELECT 1 FROM chat_sessions WHERE tenant_id = $1)", tenant_id
         )
         if existing:
             if not spec.replace:
@@ -438,25 +454,44 @@ async def _load_tenant(
             await conn.execute("DELETE FROM chat_sessions WHERE tenant_id = $1", tenant_id)
             if progress is not None:
                 progress(f"{tenant_id}: deleted the existing rows (--replace)")
-        expected = sum(plan.messages for plan in _plans(spec, shape))
         sessions = shape.sessions + shape.huge_sessions
+        big = shape.big
+        meter = _Meter(progress if big else None, tenant_id, expected=0)
         await conn.copy_records_to_table(
             "chat_sessions",
-            records=_session_rows(tenant_id, _plans(spec, shape)),
+            records=_session_rows(tenant_id, _plans(spec, shape), meter),
             columns=SESSION_COLUMNS,
         )
-        import os
-        for stmt in filter(None, os.environ.get("DG_SQL", "").split(";")):
-            await conn.execute(stmt)
-        big = sessions >= 10_000 or shape.huge_sessions > 0
-        meter = _Meter(progress if big else None, tenant_id, expected)
+        # Every message belongs to a session this transaction has just written, so the per-row
+        # foreign key check can only pass, yet it costs a third of the load. Skipping it needs
+        # a superuser, and is limited to the messages COPY: the session counters are triggers
+        # on chat_sessions, which have fired by now.
+        unchecked = spec.skip_fk_checks and await _skip_triggers(conn)
         if big and progress is not None:
-            progress(f"{tenant_id}: {sessions:,} sessions written, loading {expected:,} messages")
+            progress(
+                f"{tenant_id}: {sessions:,} sessions written, loading {meter.expected:,} messages"
+            )
+        meter.start()
         await conn.copy_records_to_table(
             "chat_messages",
             records=_message_rows(spec, shape, pools, meter),
             columns=MESSAGE_COLUMNS,
         )
+        if unchecked:
+            await conn.execute("SET LOCAL session_replication_role = origin")
         if big and progress is not None:
             progress(meter.line(time.monotonic()) + ", committing")
     return TenantSummary(tenant_id, sessions, meter.rows)
+
+
+async def _skip_triggers(conn: Any) -> bool:
+    """Stop ordinary triggers, foreign key checks included, for the rest of the transaction;
+    False (and nothing changed) when the role may not."""
+    import asyncpg
+
+    try:
+        async with conn.transaction():  # a savepoint: a refusal must not abort the load
+            await conn.execute("SET LOCAL session_replication_role = replica")
+    except asyncpg.InsufficientPrivilegeError:
+        return False
+    return True
