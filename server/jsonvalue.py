@@ -1,8 +1,8 @@
 """JSON (as stored in JSONB) to google.protobuf Struct/Value, safe for any stored shape.
 
 Other services write the metadata, so it can be nested past protobuf's recursion limit (100),
-which would make the response unreadable for the client. Values deeper than MAX_DEPTH are
-replaced by a marker string instead.
+which would make the response unreadable for the client. Values deeper than MAX_DEPTH JSON levels
+are replaced by a marker string instead.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-MAX_DEPTH = 32
+# Each JSON level costs about three protobuf levels (Value, Struct, map entry) and a tool call's
+# arguments already sit four levels deep in a response: 20 keeps every response decodable.
+MAX_DEPTH = 20
 TRUNCATED = "<truncated: nested too deeply>"
 
 
@@ -37,7 +39,7 @@ def to_value(data: Any, *, depth: int = 0) -> struct_pb2.Value:
     elif isinstance(data, str):
         value.string_value = data
     elif isinstance(data, dict):
-        value.struct_value.CopyFrom(to_struct(data, depth=depth + 1))
+        value.struct_value.CopyFrom(to_struct(data, depth=depth))
     elif isinstance(data, list):
         value.list_value.values.extend(to_value(item, depth=depth + 1) for item in data)
     else:
@@ -49,5 +51,5 @@ def to_struct(data: dict[str, Any], *, depth: int = 0) -> struct_pb2.Struct:
     """`data` (a JSON object) as a protobuf Struct."""
     result = struct_pb2.Struct()
     for key, item in data.items():
-        result.fields[str(key)].CopyFrom(to_value(item, depth=depth))
+        result.fields[str(key)].CopyFrom(to_value(item, depth=depth + 1))
     return result

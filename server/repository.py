@@ -254,9 +254,9 @@ _UPDATE_STATUS = text(
     UPDATE chat_sessions AS s SET
       metadata = CASE
         WHEN CAST(:status AS text) = 'active'
-          THEN (COALESCE(s.metadata, '{{}}'::jsonb) - 'endTime')
+          THEN (COALESCE(NULLIF(s.metadata, 'null'::jsonb), '{{}}'::jsonb) - 'endTime')
                || jsonb_build_object('status', 'active')
-        ELSE COALESCE(s.metadata, '{{}}'::jsonb) || jsonb_build_object(
+        ELSE COALESCE(NULLIF(s.metadata, 'null'::jsonb), '{{}}'::jsonb) || jsonb_build_object(
           'status', CAST(:status AS text),
           'endTime', CASE
             WHEN COALESCE(s.metadata ->> 'status', 'active') IN ('closed', 'expired')
@@ -269,7 +269,7 @@ _UPDATE_STATUS = text(
     WHERE s.tenant_id = :tenant_id
       AND s.session_id = :session_id
       AND {_STATUS_OF_S} IS DISTINCT FROM CAST(:status AS text)
-      AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) = 'object')
+      AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) IN ('object', 'null'))
     RETURNING s.tenant_id, s.session_id, s.channel_type, s.metadata, s.created_at, s.updated_at,
       (SELECT count(*) FROM chat_messages AS m
         WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id) AS message_count

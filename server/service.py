@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # serialization failure caused by other writers' triggers or isolation levels. Retried, then
 # ABORTED so the caller can decide.
 UPDATE_ATTEMPTS = 3
+# gRPC clients refuse responses over 4 MiB by default; keep detail pages well under that.
+RESPONSE_BYTES_BUDGET = 3 * 1024 * 1024
 
 
 class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
@@ -117,24 +119,31 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
                 after=query.after,
                 limit=query.page_size + 1,
             )
-        next_page_token = ""
-        if len(messages) > query.page_size:
-            messages = messages[: query.page_size]
-            last = messages[-1]
+        response = pb.GetSessionDetailResponse(session=convert.session(session))
+        if isinstance(session.metadata, dict):
+            response.metadata.CopyFrom(to_struct(session.metadata))
+        budget = RESPONSE_BYTES_BUDGET - response.ByteSize()
+        kept = 0
+        for row in messages[: query.page_size]:
+            message = convert.message(row)
+            trace = build_trace([TracedMessage(row.id, row.role, row.metadata)])
+            size = message.ByteSize() + trace.ByteSize()
+            # Stop early rather than exceed what a default client can receive; a page always
+            # holds at least one message, so paging always makes progress.
+            if kept and size > budget:
+                break
+            budget -= size
+            kept += 1
+            response.messages.append(message)
+            response.trace.MergeFrom(trace)
+        if kept < len(messages):
+            last = messages[kept - 1]
             page = query.after.page + 1 if query.after else 2
-            next_page_token = cursor.encode(
+            response.next_page_token = cursor.encode(
                 cursor.Cursor(last.created_at, str(last.id), page),
                 kind=cursor.KIND_MESSAGES,
                 query_fingerprint=query.fingerprint,
             )
-        response = pb.GetSessionDetailResponse(
-            session=convert.session(session),
-            messages=[convert.message(row) for row in messages],
-            trace=build_trace(TracedMessage(row.id, row.role, row.metadata) for row in messages),
-            next_page_token=next_page_token,
-        )
-        if isinstance(session.metadata, dict):
-            response.metadata.CopyFrom(to_struct(session.metadata))
         return response
 
     async def UpdateSessionStatus(

@@ -40,6 +40,8 @@ def create_engine(
         # next call after an outage reconnects instead of failing again.
         pool_pre_ping=False,
         json_deserializer=loads_json,
+        # Parameters can carry request text; keep it out of error messages and logs.
+        hide_parameters=True,
         connect_args={
             "timeout": connect_timeout,
             "server_settings": server_settings,

@@ -400,3 +400,32 @@ async def test_session_fields_describe_the_stored_row(
     assert session.message_count == 1
     assert session.start_time.ToDatetime(UTC) == BASE_TIME
     assert session.end_time.ToJsonString() == "2026-01-01T10:00:00Z"
+
+
+async def test_large_messages_split_pages_to_stay_under_the_clients_4_mib_limit(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    await factory.session(tenant, "big")
+    for index in range(5):
+        await factory.message(
+            tenant,
+            "big",
+            content=f"{index}" * 1_200_000,
+            created_at=BASE_TIME + timedelta(seconds=index),
+        )
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        response = await stub.GetSessionDetail(
+            pb.GetSessionDetailRequest(session_id="big", page_size=100, page_token=token),
+            metadata=tenant_metadata(tenant),
+        )
+        assert response.ByteSize() < 4 * 1024 * 1024
+        seen.extend(message.content[0] for message in response.messages)
+        pages += 1
+        token = response.next_page_token
+        if not token:
+            break
+    assert seen == ["0", "1", "2", "3", "4"]
+    assert pages > 1

@@ -84,15 +84,15 @@ def test_lists_nested_to_the_limit_end_in_the_truncation_marker() -> None:
 
 
 def test_objects_nested_just_below_the_limit_are_kept_whole() -> None:
-    # The limit counts nested Values; the Struct handed to to_struct is not itself a Value.
-    levels, innermost = _innermost_of_struct(to_struct(_nested_objects(MAX_DEPTH)))
-    assert levels == MAX_DEPTH
+    levels, innermost = _innermost_of_struct(to_struct(_nested_objects(MAX_DEPTH - 1)))
+    assert levels == MAX_DEPTH - 1
     assert innermost.string_value == "leaf"
 
 
 def test_objects_nested_past_the_limit_end_in_the_truncation_marker() -> None:
+    # A Struct counts as a level just as a Value holding it does.
     levels, innermost = _innermost_of_struct(to_struct(_nested_objects(MAX_DEPTH + 5)))
-    assert levels == MAX_DEPTH + 1
+    assert levels == MAX_DEPTH
     assert innermost.string_value == TRUNCATED
 
 
