@@ -14,15 +14,14 @@ from sqlalchemy import (
     Date,
     Integer,
     Select,
-    and_,
     column,
     func,
     literal,
     literal_column,
     null,
-    or_,
     select,
     text,
+    tuple_,
     union_all,
 )
 from sqlalchemy.engine import Row
@@ -94,7 +93,7 @@ def _select_sessions() -> Select[Any]:
     return select(*(_s[name] for name in _SESSION_COLUMNS), _message_count())
 
 
-def _session_row(row: Row[Any]) -> SessionRow:
+def _session_row(row: Row[*tuple[Any, ...]]) -> SessionRow:
     return SessionRow(**row._mapping)
 
 
@@ -188,18 +187,27 @@ async def list_sessions(
     if before is not None:
         conditions.append(_s.created_at < before)
     if after is not None:
+        # A row comparison is an index range condition; the equivalent OR is not.
         conditions.append(
-            or_(
-                _s.created_at < after.created_at,
-                and_(_s.created_at == after.created_at, _s.session_id < after.key),
-            )
+            tuple_(_s.created_at, _s.session_id) < tuple_(after.created_at, after.key)
         )
-    statement = (
-        _select_sessions()
+    page = (
+        select(*(_s[name] for name in _SESSION_COLUMNS))
         .where(*conditions)
         .order_by(_s.created_at.desc(), _s.session_id.desc())
         .offset(offset)
         .limit(limit)
+        .subquery("page")
+    )
+    # Messages are counted for the page's rows only, not for the rows OFFSET skips.
+    message_count = (
+        select(func.count())
+        .where(_m.tenant_id == page.c.tenant_id, _m.session_id == page.c.session_id)
+        .scalar_subquery()
+        .label("message_count")
+    )
+    statement = select(*(page.c[name] for name in _SESSION_COLUMNS), message_count).order_by(
+        page.c.created_at.desc(), page.c.session_id.desc()
     )
     result = await conn.execute(statement)
     return [_session_row(row) for row in result]
@@ -225,13 +233,7 @@ async def list_messages(
     """The session's messages, oldest first (ties by id), after `after`."""
     conditions = [_m.tenant_id == tenant_id, _m.session_id == session_id]
     if after is not None:
-        message_id = int(after.key)
-        conditions.append(
-            or_(
-                _m.created_at > after.created_at,
-                and_(_m.created_at == after.created_at, _m.id > message_id),
-            )
-        )
+        conditions.append(tuple_(_m.created_at, _m.id) > tuple_(after.created_at, int(after.key)))
     statement = (
         select(_m.id, _m.role, _m.content, _m.metadata, _m.created_at)
         .where(*conditions)
