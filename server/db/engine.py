@@ -28,7 +28,13 @@ def create_engine(
     `statement_timeout` is PostgreSQL's own backstop: a statement that outlives every call
     deadline is cancelled by the server even if the client side never gets to cancel it.
     """
-    server_settings = {"application_name": APPLICATION_NAME}
+    server_settings = {
+        "application_name": APPLICATION_NAME,
+        # When a call's deadline passes, its connection is discarded mid-query; asyncpg's cancel
+        # request can lose that race, and a backend waiting on a lock would wait on. This makes
+        # PostgreSQL (14+) notice the closed socket within half a second and abort the query.
+        "client_connection_check_interval": "500",
+    }
     if statement_timeout is not None:
         server_settings["statement_timeout"] = str(int(statement_timeout * 1000) + 1000)
     return create_async_engine(

