@@ -63,3 +63,6 @@ bench: $(GEN_STAMP) ## Benchmark every RPC against the raw-SQL and bare-gRPC lim
 
 clean: ## Remove the virtualenv and local database data
 	rm -rf $(VENV) .data
+
+soak: $(GEN_STAMP) ## Mixed load for SOAK_SECONDS (default 300) on loopback; reports codes, latency, memory
+	$(BIN)/python -m server.bench.soak

@@ -108,15 +108,6 @@ def _add_generate_data_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="delete and reload tenants that already have sessions (default: skip them)",
     )
-    group.add_argument(
-        "--skip-fk-checks",
-        dest=_DATAGEN + "skip_fk_checks",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.skip_fk_checks,
-        help="skip the per-message foreign key check while loading, when the database role is "
-        "a superuser (the rows are consistent by construction) "
-        f"[default {defaults.skip_fk_checks}]",
-    )
 
 
 def _dataset_spec(args: argparse.Namespace) -> DatasetSpec:

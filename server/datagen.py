@@ -95,8 +95,6 @@ class DatasetSpec:
     reference_time: datetime = DEFAULT_REFERENCE_TIME
     # Delete tenants that already have sessions and load them again (default: skip them).
     replace: bool = False
-    # Skip the per-message foreign key check when the database role is allowed to (superuser).
-    skip_fk_checks: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -462,11 +460,6 @@ async def _load_tenant(
             records=_session_rows(tenant_id, _plans(spec, shape), meter),
             columns=SESSION_COLUMNS,
         )
-        # Every message belongs to a session this transaction has just written, so the per-row
-        # foreign key check can only pass, yet it costs a third of the load. Skipping it needs
-        # a superuser, and is limited to the messages COPY: the session counters are triggers
-        # on chat_sessions, which have fired by now.
-        unchecked = spec.skip_fk_checks and await _skip_triggers(conn)
         if big and progress is not None:
             progress(
                 f"{tenant_id}: {sessions:,} sessions written, loading {meter.expected:,} messages"
@@ -477,21 +470,6 @@ async def _load_tenant(
             records=_message_rows(spec, shape, pools, meter),
             columns=MESSAGE_COLUMNS,
         )
-        if unchecked:
-            await conn.execute("SET LOCAL session_replication_role = origin")
         if big and progress is not None:
             progress(meter.line(time.monotonic()) + ", committing")
     return TenantSummary(tenant_id, sessions, meter.rows)
-
-
-async def _skip_triggers(conn: Any) -> bool:
-    """Stop ordinary triggers, foreign key checks included, for the rest of the transaction;
-    False (and nothing changed) when the role may not."""
-    import asyncpg
-
-    try:
-        async with conn.transaction():  # a savepoint: a refusal must not abort the load
-            await conn.execute("SET LOCAL session_replication_role = replica")
-    except asyncpg.InsufficientPrivilegeError:
-        return False
-    return True

@@ -31,6 +31,7 @@ from server.counting import CountPlan, Range
 from server.cursor import Cursor
 from server.db.models import (
     EFFECTIVE_STATUS_SQL,
+    message_counts_table,
     messages_table,
     session_counts_table,
     sessions_table,
@@ -40,6 +41,7 @@ from server.validation import SessionFilters
 _s = sessions_table.c
 _m = messages_table.c
 _c = session_counts_table.c
+_n = message_counts_table.c
 # A literal (not bound) expression, so PostgreSQL matches it to the status index.
 _effective_status: ColumnElement[str] = literal_column(
     EFFECTIVE_STATUS_SQL.replace("metadata", "chat_sessions.metadata")
@@ -80,17 +82,20 @@ _SESSION_COLUMNS = (
 )
 
 
-def _message_count() -> ColumnElement[int]:
-    return (
-        select(func.count())
-        .where(_m.tenant_id == _s.tenant_id, _m.session_id == _s.session_id)
-        .scalar_subquery()
-        .label("message_count")
-    )
+def _message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]) -> Any:
+    """The session's message count, read from the trigger-kept counter (0 when absent)."""
+    return func.coalesce(
+        select(_n.n)
+        .where(_n.tenant_id == tenant_id, _n.session_id == session_id)
+        .scalar_subquery(),
+        0,
+    ).label("message_count")
 
 
 def _select_sessions() -> Select[Any]:
-    return select(*(_s[name] for name in _SESSION_COLUMNS), _message_count())
+    return select(
+        *(_s[name] for name in _SESSION_COLUMNS), _message_count(_s.tenant_id, _s.session_id)
+    )
 
 
 def _session_row(row: Row[*tuple[Any, ...]]) -> SessionRow:
@@ -199,16 +204,11 @@ async def list_sessions(
         .limit(limit)
         .subquery("page")
     )
-    # Messages are counted for the page's rows only, not for the rows OFFSET skips.
-    message_count = (
-        select(func.count())
-        .where(_m.tenant_id == page.c.tenant_id, _m.session_id == page.c.session_id)
-        .scalar_subquery()
-        .label("message_count")
-    )
-    statement = select(*(page.c[name] for name in _SESSION_COLUMNS), message_count).order_by(
-        page.c.created_at.desc(), page.c.session_id.desc()
-    )
+    # Counts are looked up for the page's rows only, not for the rows OFFSET skips.
+    statement = select(
+        *(page.c[name] for name in _SESSION_COLUMNS),
+        _message_count(page.c.tenant_id, page.c.session_id),
+    ).order_by(page.c.created_at.desc(), page.c.session_id.desc())
     result = await conn.execute(statement)
     return [_session_row(row) for row in result]
 
@@ -273,8 +273,8 @@ _UPDATE_STATUS = text(
       AND {_STATUS_OF_S} IS DISTINCT FROM CAST(:status AS text)
       AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) IN ('object', 'null'))
     RETURNING s.tenant_id, s.session_id, s.channel_type, s.metadata, s.created_at, s.updated_at,
-      (SELECT count(*) FROM chat_messages AS m
-        WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id) AS message_count
+      COALESCE((SELECT n FROM chat_session_message_counts AS m
+        WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0) AS message_count
     """  # noqa: S608
 ).columns(*(sessions_table.c[name] for name in _SESSION_COLUMNS), column("message_count", Integer))
 

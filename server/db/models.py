@@ -140,5 +140,16 @@ session_counts_table = Table(
 )
 
 
+# Messages per session, written only by the triggers of migration 0003 (same reasoning as
+# chat_session_counts): listing or inspecting a huge session never counts its messages.
+message_counts_table = Table(
+    "chat_session_message_counts",
+    Base.metadata,
+    Column("tenant_id", String(128), primary_key=True),
+    Column("session_id", String(255), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+
 sessions_table = cast(Table, ChatSession.__table__)
 messages_table = cast(Table, ChatMessage.__table__)

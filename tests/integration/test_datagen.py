@@ -12,15 +12,13 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import pytest
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.datagen import DatasetSpec, DatasetSummary, asyncpg_dsn, generate
+from server.datagen import DatasetSpec, DatasetSummary, generate
 from server.status import end_time
 from tests.conftest import REPO_ROOT
 from tests.factories import tenant_metadata
@@ -348,8 +346,7 @@ async def test_existing_tenants_are_skipped_unless_replaced_and_a_seed_repeats_i
 async def test_another_seed_generates_other_rows(database_url: str, engine: AsyncEngine) -> None:
     prefix = f"dg-{uuid.uuid4().hex[:10]}"
     await generate(database_url, replace(TINY, tenant_prefix=prefix + "a"), progress=None)
-    # Also the path that keeps the foreign key checks on.
-    other = replace(TINY, tenant_prefix=prefix + "b", seed=4, skip_fk_checks=False)
+    other = replace(TINY, tenant_prefix=prefix + "b", seed=4)
     await generate(database_url, other, progress=None)
     a = await _rows(engine, _SNAPSHOT, t=prefix + "a-big")
     b = await _rows(engine, _SNAPSHOT, t=prefix + "b-big")
@@ -404,43 +401,6 @@ def test_spec_rejects_sizes_that_cannot_be_generated() -> None:
         DatasetSpec(messages_per_session=0)
     with pytest.raises(ValueError, match="sessions"):
         DatasetSpec(sessions=-1)
-
-
-async def test_a_role_that_may_not_skip_fk_checks_still_loads_everything(
-    database_url: str, engine: AsyncEngine
-) -> None:
-    role = f"dg_{uuid.uuid4().hex[:10]}"
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql(f'CREATE ROLE "{role}"')
-        await conn.exec_driver_sql(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON chat_sessions, chat_messages,"
-            f' chat_session_counts TO "{role}"'
-        )
-        await conn.exec_driver_sql(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
-    try:
-        # A startup `role` parameter makes the generator's connection run as that plain role.
-        url = make_url(database_url).update_query_dict({"role": role})
-        probe = await asyncpg.connect(asyncpg_dsn(url.render_as_string(hide_password=False)))
-        try:
-            assert await probe.fetchval("SELECT current_user") == role
-            assert not await probe.fetchval(
-                "SELECT rolsuper FROM pg_roles WHERE rolname = $1", role
-            )
-        finally:
-            await probe.close()
-        spec = replace(TINY, tenant_prefix=f"dg-{uuid.uuid4().hex[:10]}", small_tenants=0)
-        summary = await generate(url.render_as_string(hide_password=False), spec, progress=None)
-        assert await _session_counts(engine, spec.big_tenant) == (12, summary.messages)
-        rows = await _rows(
-            engine,
-            "SELECT sum(n) FROM chat_session_counts WHERE tenant_id = :t",
-            t=spec.big_tenant,
-        )
-        assert rows[0][0] == 12
-    finally:
-        async with engine.begin() as conn:
-            await conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
-            await conn.exec_driver_sql(f'DROP ROLE "{role}"')
 
 
 async def test_two_generators_aimed_at_one_tenant_load_it_once(

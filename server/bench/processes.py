@@ -1,0 +1,109 @@
+"""The two servers under load, each in its own process: the real service and the bare empty RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+SERVER_START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _tail(log: Path | None) -> str:
+    if log is None or not log.exists():
+        return "(no log)"
+    return log.read_text(errors="replace")[-4000:]
+
+
+async def wait_serving(
+    target: str, process: asyncio.subprocess.Process, log: Path | None = None
+) -> None:
+    """Poll the health service at `target` until it reports SERVING; raise (with the tail of
+    `log`) if `process` exits first or it takes too long."""
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(
+                    f"the server exited with {process.returncode} while starting; its log:\n"
+                    + _tail(log)
+                )
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server at {target} did not report SERVING in time")
+            await asyncio.sleep(0.2)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=15)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def service_server(
+    database_url: str, *, workers: int | None, log: Path
+) -> AsyncIterator[str]:
+    """Run `python -m server serve` on a free port until the block ends; yields host:port."""
+    target = f"127.0.0.1:{free_port()}"
+    args = [sys.executable, "-m", "server", "serve", "--address", target]
+    args += ["--database-url", database_url]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    # Per-call logging would be part of what is measured; warnings still reach the log file.
+    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as output:
+        process = await asyncio.create_subprocess_exec(
+            *args, env=env, stdout=output, stderr=asyncio.subprocess.STDOUT
+        )
+    try:
+        await wait_serving(target, process, log)
+        yield target
+    finally:
+        await _stop(process)
+
+
+@contextlib.asynccontextmanager
+async def empty_server() -> AsyncIterator[str]:
+    """Run `server.bench.empty_server` until the block ends; yields host:port."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server.bench.empty_server",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=SERVER_START_TIMEOUT)
+        if not line.strip().isdigit():
+            raise RuntimeError("the empty-RPC server did not print its port")
+        yield f"127.0.0.1:{int(line)}"
+    finally:
+        await _stop(process)

@@ -1,0 +1,264 @@
+"""The benchmark run: dataset, servers, every scenario at every concurrency, the two limits."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import grpc
+from sessionmonitoring.v1 import session_monitoring_pb2 as pb
+from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+
+from server.bench import dataset, h2load, processes, scenarios, sqlreplay
+from server.bench.empty_server import PATH as EMPTY_PATH
+from server.bench.scenarios import Scenario
+from server.db.engine import create_engine
+from server.service import SessionMonitoringService
+from server.tenancy import TENANT_METADATA_KEY, bind_tenant, unbind_tenant
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    quick: bool
+    concurrency: tuple[int, ...]
+    duration: float
+    warmup: float
+    workers: int | None
+    skip_generate: bool
+    comparison: bool
+    database_url: str | None
+    output: Path
+    workdir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One scenario at one concurrency: the service and its raw-SQL limit."""
+
+    concurrency: int
+    service: h2load.LoadResult
+    sql: sqlreplay.ReplayResult
+    bad_replies: int  # calls whose reply was not the expected bytes (errors carry none)
+
+
+@dataclass(slots=True)
+class ScenarioRun:
+    scenario: Scenario
+    transaction: sqlreplay.Transaction
+    reply_bytes: int = 0
+    checks: list[str] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Results:
+    options: Options
+    database_url: str
+    facts: dataset.Facts
+    runs: list[ScenarioRun]
+    empty: dict[int, h2load.LoadResult]
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)  # wrong answers to the client checks
+    server_log: dict[str, int] = field(default_factory=dict)  # warning/error line -> count
+
+
+class CheckError(RuntimeError):
+    """A scenario's reply was not what the dataset says it must be."""
+
+
+def bad_replies(result: h2load.LoadResult, reply_bytes: int) -> int:
+    """How many completed calls cannot have carried the expected reply, from h2load's byte count.
+
+    h2load counts HTTP statuses only, and a gRPC error is HTTP 200 with grpc-status in the
+    trailers and no message, so a shortfall in DATA bytes is what reveals failed calls. Bytes
+    of calls cut off at the end of the run can only add, never hide, a shortfall.
+    """
+    missing = reply_bytes * result.done - result.data_bytes
+    return result.failed + (math.ceil(missing / reply_bytes) if missing > 0 else 0)
+
+
+async def _check(stub: pb_grpc.SessionMonitoringStub, run: ScenarioRun, when: str) -> None:
+    scenario = run.scenario
+    try:
+        reply = await scenarios.call(stub, scenario)
+    except grpc.aio.AioRpcError as error:
+        run.checks.append(f"{when}: {error.code().name} {error.details()}")
+        raise CheckError(
+            f"{scenario.key} ({when}): {error.code().name}: {error.details()}"
+        ) from None
+    got = scenarios.rows(reply)
+    size = len(h2load.grpc_frame(reply.SerializeToString()))
+    run.checks.append(f"{when}: OK, {got} rows, {size} bytes")
+    if got != scenario.expected_rows:
+        raise CheckError(f"{scenario.key} ({when}): {got} rows, expected {scenario.expected_rows}")
+    if run.reply_bytes and size != run.reply_bytes:
+        raise CheckError(f"{scenario.key} ({when}): reply of {size} bytes, was {run.reply_bytes}")
+    run.reply_bytes = size
+
+
+async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
+    """Each scenario's SQL, recorded from one in-process call (after one to warm the engine)."""
+    engine = create_engine(url, pool_size=1, pool_timeout=10, connect_timeout=10)
+    capture = sqlreplay.Capture(engine)
+    service = SessionMonitoringService(engine)
+    runs: list[ScenarioRun] = []
+    try:
+        for scenario in items:
+            token = bind_tenant(scenario.tenant)
+            try:
+                await scenarios.call_in_process(service, scenario)
+                transaction = await capture.record(
+                    lambda s=scenario: scenarios.call_in_process(service, s)  # type: ignore[misc]
+                )
+            finally:
+                unbind_tenant(token)
+            runs.append(ScenarioRun(scenario, transaction))
+    finally:
+        await engine.dispose()
+    return runs
+
+
+async def _deep_page_token(stub: pb_grpc.SessionMonitoringStub, facts: dataset.Facts) -> str:
+    page = scenarios.deep_page(facts) - 1
+    reply: pb.ListSessionsResponse = await stub.ListSessions(
+        pb.ListSessionsRequest(page_size=scenarios.PAGE_SIZE, page=page),
+        metadata=((TENANT_METADATA_KEY, facts.big.tenant_id),),
+        timeout=30,
+    )
+    if not reply.next_page_token:
+        raise CheckError(f"page {page} of {facts.big.tenant_id} has no next_page_token")
+    return reply.next_page_token
+
+
+async def _load(
+    options: Options, target: str, path: str, body: bytes, tenant: str, concurrency: int
+) -> h2load.LoadResult:
+    common = {
+        "url": f"http://{target}{path}",
+        "body": body,
+        "headers": {TENANT_METADATA_KEY: tenant},
+        "concurrency": concurrency,
+        "workdir": options.workdir / "h2load",
+    }
+    await h2load.run(**common, duration=options.warmup)  # type: ignore[arg-type]
+    return await h2load.run(**common, duration=options.duration)  # type: ignore[arg-type]
+
+
+def _line(text: str) -> None:
+    print(text, flush=True)
+
+
+async def run(options: Options, database_url: str) -> Results:
+    """Everything after the database exists and is migrated."""
+    began = time.monotonic()
+    big_spec = dataset.QUICK_SPEC if options.quick else dataset.FULL_SPEC
+    if not options.skip_generate:
+        specs = [big_spec]
+        if options.comparison:
+            specs += dataset.comparison_specs(options.quick)
+        _line("dataset: generating what is missing (existing tenants are reused)")
+        await dataset.ensure(database_url, specs)
+    facts = await dataset.read_facts(database_url, big_spec, comparison=options.comparison)
+    _line(
+        f"dataset: {facts.total_sessions:,} sessions, ~{facts.total_messages:,} messages; "
+        f"big tenant {facts.big.sessions:,} sessions"
+    )
+    results = Results(options, database_url, facts, [], {})
+    async with (
+        processes.service_server(
+            database_url, workers=options.workers, log=options.workdir / "server.log"
+        ) as target,
+        processes.empty_server() as empty_target,
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        stub = pb_grpc.SessionMonitoringStub(channel)
+        token = await _deep_page_token(stub, facts)
+        items = scenarios.build(facts, token)
+        _line(f"capturing the SQL of {len(items)} scenarios")
+        results.runs = await _capture(database_url, items)
+        pool = await sqlreplay.open_pool(database_url, max(options.concurrency))
+        try:
+            for scenario_run in results.runs:
+                await _run_scenario(options, target, stub, pool, scenario_run, results)
+        finally:
+            await pool.close()
+        empty_body = h2load.grpc_frame(b"")
+        for concurrency in options.concurrency:
+            result = await _load(
+                options, empty_target, EMPTY_PATH, empty_body, facts.big.tenant_id, concurrency
+            )
+            results.empty[concurrency] = result
+            _line(f"  empty RPC            c={concurrency:<3} {result.calls_per_second:9.0f}/s")
+    results.server_log = server_log_problems(options.workdir / "server.log")
+    results.seconds = time.monotonic() - began
+    return results
+
+
+_REQUEST_ID = re.compile(r"\[[0-9a-f]{32}\] ")
+
+
+def server_log_problems(log: Path) -> dict[str, int]:
+    """The server's WARNING and ERROR lines, without timestamps and request ids, counted."""
+    counts: dict[str, int] = {}
+    if not log.exists():
+        return counts
+    for line in log.read_text(errors="replace").splitlines():
+        for level in (" WARNING ", " ERROR ", " CRITICAL "):
+            if level in line:
+                message = _REQUEST_ID.sub("", level.strip() + " " + line.split(level, 1)[1])
+                counts[message] = counts.get(message, 0) + 1
+                break
+    return counts
+
+
+async def _run_scenario(
+    options: Options,
+    target: str,
+    stub: pb_grpc.SessionMonitoringStub,
+    pool: asyncpg.Pool,
+    scenario_run: ScenarioRun,
+    results: Results,
+) -> None:
+    scenario = scenario_run.scenario
+    try:
+        await _check(stub, scenario_run, "before")
+    except CheckError as error:
+        results.failures.append(str(error))
+        _line(f"  {scenario.key}: {error}; skipped")
+        return
+    body = h2load.grpc_frame(scenario.request.SerializeToString())
+    for concurrency in options.concurrency:
+        service = await _load(options, target, scenario.path, body, scenario.tenant, concurrency)
+        sql = await sqlreplay.replay(
+            pool,
+            scenario_run.transaction,
+            concurrency=concurrency,
+            duration=options.duration,
+            warmup=options.warmup,
+        )
+        bad = bad_replies(service, scenario_run.reply_bytes)
+        scenario_run.cells.append(Cell(concurrency, service, sql, bad))
+        _line(
+            f"  {scenario.key:<20} c={concurrency:<3} {service.calls_per_second:9.0f}/s "
+            f"p50 {service.p50_ms:7.2f} ms p99 {service.p99_ms:7.2f} ms | raw SQL "
+            f"{sql.calls_per_second:7.0f}/s"
+            + (f" | {bad} calls without the expected reply" if bad else "")
+        )
+    try:
+        await _check(stub, scenario_run, "after")
+    except CheckError as error:
+        results.failures.append(str(error))
+        _line(f"  {scenario.key}: {error}")
+
+
+def run_blocking(options: Options) -> Results:
+    """Resolve and migrate the database (blocking steps), then run the benchmark."""
+    url = dataset.database_url(options.database_url, quick=options.quick)
+    _line("database: migrating to head")
+    dataset.migrate(url)
+    return asyncio.run(run(options, url))
