@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.auth import CallerPolicy
 from server.config import Settings
 from server.db.engine import create_engine
+from server.db.statements import Database
 from server.interceptors import ServiceInterceptor
 from server.observability import Metrics
 from server.service import SessionMonitoringService
@@ -45,7 +46,7 @@ class App:
     server: grpc.aio.Server
     port: int
     health: health_aio.HealthServicer
-    engines: tuple[AsyncEngine, ...]
+    databases: tuple[Database, ...]  # the primary, then the read replica if any
     probe_interval: float
     _probe: asyncio.Task[None] | None = field(default=None, init=False)
     _serving: bool | None = field(default=None, init=False)
@@ -68,9 +69,9 @@ class App:
     async def check_database(self) -> bool:
         """Probe every engine once and publish the result as the health status."""
         reachable = True
-        for engine in self.engines:
+        for database in self.databases:
             try:
-                async with asyncio.timeout(_PROBE_TIMEOUT), engine.connect() as conn:
+                async with asyncio.timeout(_PROBE_TIMEOUT), database.engine.connect() as conn:
                     await conn.exec_driver_sql("SELECT 1")
             except Exception as error:  # any failure to answer means "not serving"
                 reachable = False
@@ -124,8 +125,10 @@ def create_app(
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
+    database = Database(engine)
+    read_database = Database(read_engine) if read_engine is not None else None
     pb_grpc.add_SessionMonitoringServicer_to_server(
-        SessionMonitoringService(engine, read_engine=read_engine), server
+        SessionMonitoringService(database, read_database=read_database), server
     )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -133,8 +136,8 @@ def create_app(
         (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = _bind(server, settings)
-    engines = (engine,) if read_engine is None else (engine, read_engine)
-    return App(server, port, health_servicer, engines, settings.health_check_interval)
+    databases = (database,) if read_database is None else (database, read_database)
+    return App(server, port, health_servicer, databases, settings.health_check_interval)
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:

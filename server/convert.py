@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
@@ -10,6 +10,8 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from server import status
 from server.repository import MessageRow, SessionRow
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _STORED_TO_STATUS = {
     status.ACTIVE: pb.SESSION_STATUS_ACTIVE,
     status.CLOSED: pb.SESSION_STATUS_CLOSED,
@@ -19,9 +21,9 @@ _STORED_TO_STATUS = {
 
 def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
     """`moment` (timezone-aware) as a protobuf Timestamp."""
-    result = timestamp_pb2.Timestamp()
-    result.FromDatetime(moment)
-    return result
+    # Integer arithmetic: exact for every datetime, and several times faster than FromDatetime.
+    seconds, micros = divmod((moment - _EPOCH) // _MICROSECOND, 1_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
 
 
 def session(row: SessionRow) -> pb.Session:

@@ -1,22 +1,28 @@
-"""Data access: every query the service issues. Each takes the connection first, the rest by
+"""Data access: every query the service issues. Each takes the transaction first, the rest by
 keyword, and filters on tenant_id. Nothing here commits or knows about gRPC; callers own the
 transaction.
+
+Statements are SQLAlchemy Core, built and compiled once per shape (which optional filters are
+present) with bound parameters; a call only binds values (see server.db.statements).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Date,
     Integer,
     Select,
-    column,
+    Text,
+    bindparam,
     func,
-    literal,
     literal_column,
     null,
     select,
@@ -24,8 +30,6 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.counting import CountPlan, Range
 from server.cursor import Cursor
@@ -36,6 +40,7 @@ from server.db.models import (
     session_counts_table,
     sessions_table,
 )
+from server.db.statements import Compiled, Transaction, compile_statement
 from server.validation import SessionFilters
 
 _s = sessions_table.c
@@ -81,6 +86,43 @@ _SESSION_COLUMNS = (
     "updated_at",
 )
 
+_TENANT = bindparam("tenant_id", type_=_s.tenant_id.type)
+_SESSION = bindparam("session_id", type_=_s.session_id.type)
+_TIME = _s.created_at.type
+
+
+def _time(name: str) -> BindParameter[datetime]:
+    return bindparam(name, type_=_TIME)
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """Which optional session filters a query has."""
+
+    status: bool
+    created_from: bool
+    created_to: bool
+    channel_type: bool
+
+    @classmethod
+    def of(cls, filters: SessionFilters) -> _Shape:
+        return cls(
+            filters.status is not None,
+            filters.created_from is not None,
+            filters.created_to is not None,
+            filters.channel_type is not None,
+        )
+
+
+def _filter_params(tenant_id: str, filters: SessionFilters) -> dict[str, Any]:
+    return {
+        "tenant_id": tenant_id,
+        "status": filters.status,
+        "created_from": filters.created_from,
+        "created_to": filters.created_to,
+        "channel_type": filters.channel_type,
+    }
+
 
 def _message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]) -> Any:
     """The session's message count, read from the trigger-kept counter (0 when absent)."""
@@ -92,26 +134,20 @@ def _message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]
     ).label("message_count")
 
 
-def _select_sessions() -> Select[Any]:
-    return select(
-        *(_s[name] for name in _SESSION_COLUMNS), _message_count(_s.tenant_id, _s.session_id)
-    )
+def _session_row(row: Sequence[Any]) -> SessionRow:
+    return SessionRow(*row)
 
 
-def _session_row(row: Row[*tuple[Any, ...]]) -> SessionRow:
-    return SessionRow(**row._mapping)
-
-
-def _filter_conditions(tenant_id: str, filters: SessionFilters) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = [_s.tenant_id == tenant_id]
-    if filters.status is not None:
-        conditions.append(_effective_status == filters.status)
-    if filters.created_from is not None:
-        conditions.append(_s.created_at >= filters.created_from)
-    if filters.created_to is not None:
-        conditions.append(_s.created_at <= filters.created_to)
-    if filters.channel_type is not None:
-        conditions.append(_s.channel_type == filters.channel_type)
+def _filter_conditions(shape: _Shape) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = [_s.tenant_id == _TENANT]
+    if shape.status:
+        conditions.append(_effective_status == bindparam("status", type_=Text))
+    if shape.created_from:
+        conditions.append(_s.created_at >= _time("created_from"))
+    if shape.created_to:
+        conditions.append(_s.created_at <= _time("created_to"))
+    if shape.channel_type:
+        conditions.append(_s.channel_type == bindparam("channel_type", type_=_s.channel_type.type))
     return conditions
 
 
@@ -120,64 +156,139 @@ class SegmentCounts:
     """Matching sessions per part of a count plan: whole days (from counters) and edges."""
 
     newer_edge: int
-    days: list[tuple[date, int]]
+    days: list[tuple[date, int]]  # per day, only when asked for `by_day`
+    days_total: int
     older_edge: int
+
+    @property
+    def total(self) -> int:
+        """All matching sessions."""
+        return self.newer_edge + self.days_total + self.older_edge
 
 
 _KIND_DAY, _KIND_NEWER_EDGE, _KIND_OLDER_EDGE = 0, 1, 2
+_EDGES = ((_KIND_NEWER_EDGE, "newer"), (_KIND_OLDER_EDGE, "older"))
 
 
-def _in_range(column: ColumnElement[Any], part: Range) -> list[ColumnElement[bool]]:
-    conditions = []
-    if part.start is not None:
-        conditions.append(column >= part.start)
-    if part.end is not None:
-        conditions.append(column < part.end)
-    return conditions
+def _bounds(part: Range | None) -> tuple[bool, bool] | None:
+    return None if part is None else (part.start is not None, part.end is not None)
+
+
+@lru_cache(maxsize=256)
+def _count_statement(
+    shape: _Shape,
+    days: tuple[bool, bool] | None,
+    edges: tuple[tuple[bool, bool] | None, tuple[bool, bool] | None],
+    by_day: bool,
+) -> Compiled:
+    parts: list[Select[Any, Any, Any]] = []
+    if days is not None:
+        conditions = [_c.tenant_id == _TENANT]
+        if shape.status:
+            conditions.append(_c.status == bindparam("status", type_=Text))
+        if shape.channel_type:
+            conditions.append(
+                _c.channel_type == bindparam("channel_type", type_=_c.channel_type.type)
+            )
+        if days[0]:
+            conditions.append(_c.day >= bindparam("days_start", type_=Date))
+        if days[1]:
+            conditions.append(_c.day < bindparam("days_end", type_=Date))
+        if by_day:
+            parts.append(
+                select(literal_column(str(_KIND_DAY)), _c.day, func.sum(_c.n))
+                .where(*conditions)
+                .group_by(_c.day)
+            )
+        else:  # one row: a total needs no per-day breakdown
+            parts.append(
+                select(literal_column(str(_KIND_DAY)), null().cast(Date), func.sum(_c.n)).where(
+                    *conditions
+                )
+            )
+    for (kind, name), bounds in zip(_EDGES, edges, strict=True):
+        if bounds is None:
+            continue
+        conditions = _filter_conditions(shape)
+        if bounds[0]:
+            conditions.append(_s.created_at >= _time(f"{name}_start"))
+        if bounds[1]:
+            conditions.append(_s.created_at < _time(f"{name}_end"))
+        parts.append(
+            select(literal_column(str(kind)), null().cast(Date), func.count())
+            .select_from(sessions_table)
+            .where(*conditions)
+        )
+    return compile_statement(parts[0] if len(parts) == 1 else union_all(*parts))
 
 
 async def count_session_segments(
-    conn: AsyncConnection, *, tenant_id: str, filters: SessionFilters, count_plan: CountPlan
+    tx: Transaction,
+    *,
+    tenant_id: str,
+    filters: SessionFilters,
+    count_plan: CountPlan,
+    by_day: bool,
 ) -> SegmentCounts:
-    """Exact matching-session counts for each part of `count_plan`, in one round trip."""
-    parts: list[Select[Any, Any, Any]] = []
+    """Exact matching-session counts for each part of `count_plan` (whole days one by one when
+    `by_day`), in one round trip."""
+    edges = (count_plan.newer_edge, count_plan.older_edge)
+    if count_plan.days is None and edges == (None, None):
+        return SegmentCounts(newer_edge=0, days=[], days_total=0, older_edge=0)
+    statement = _count_statement(
+        _Shape.of(filters),
+        _bounds(count_plan.days),
+        (_bounds(edges[0]), _bounds(edges[1])),
+        by_day,
+    )
+    params = _filter_params(tenant_id, filters)
     if count_plan.days is not None:
-        conditions = [_c.tenant_id == tenant_id]
-        if filters.status is not None:
-            conditions.append(_c.status == filters.status)
-        if filters.channel_type is not None:
-            conditions.append(_c.channel_type == filters.channel_type)
-        if count_plan.days.start is not None:
-            conditions.append(_c.day >= count_plan.days.start.date())
-        if count_plan.days.end is not None:
-            conditions.append(_c.day < count_plan.days.end.date())
-        parts.append(
-            select(literal(_KIND_DAY), _c.day, func.sum(_c.n)).where(*conditions).group_by(_c.day)
-        )
-    for kind, edge in (
-        (_KIND_NEWER_EDGE, count_plan.newer_edge),
-        (_KIND_OLDER_EDGE, count_plan.older_edge),
-    ):
+        params["days_start"] = count_plan.days.start and count_plan.days.start.date()
+        params["days_end"] = count_plan.days.end and count_plan.days.end.date()
+    for (_, name), edge in zip(_EDGES, edges, strict=True):
         if edge is not None:
-            parts.append(
-                select(literal(kind), null().cast(Date), func.count())
-                .select_from(sessions_table)
-                .where(*_filter_conditions(tenant_id, filters), *_in_range(_s.created_at, edge))
-            )
-    counts = SegmentCounts(newer_edge=0, days=[], older_edge=0)
-    if not parts:
-        return counts
-    edges = {_KIND_NEWER_EDGE: 0, _KIND_OLDER_EDGE: 0}
-    for kind, day, count in await conn.execute(union_all(*parts)):
-        if kind == _KIND_DAY:
-            counts.days.append((day, int(count)))
-        else:
-            edges[kind] = int(count)
-    return SegmentCounts(edges[_KIND_NEWER_EDGE], counts.days, edges[_KIND_OLDER_EDGE])
+            params[f"{name}_start"], params[f"{name}_end"] = edge.start, edge.end
+    days: list[tuple[date, int]] = []
+    counted = {_KIND_DAY: 0, _KIND_NEWER_EDGE: 0, _KIND_OLDER_EDGE: 0}
+    for kind, day, count in await tx.fetch(statement, params):
+        counted[kind] += int(count or 0)  # SUM over no counter rows is NULL
+        if day is not None:
+            days.append((day, int(count)))
+    return SegmentCounts(
+        counted[_KIND_NEWER_EDGE], days, counted[_KIND_DAY], counted[_KIND_OLDER_EDGE]
+    )
+
+
+@lru_cache(maxsize=128)
+def _list_statement(shape: _Shape, before: bool, after: bool) -> Compiled:
+    conditions = _filter_conditions(shape)
+    if before:
+        conditions.append(_s.created_at < _time("before"))
+    if after:
+        # A row comparison is an index range condition; the equivalent OR is not.
+        conditions.append(
+            tuple_(_s.created_at, _s.session_id)
+            < tuple_(_time("after_created_at"), bindparam("after_key", type_=_s.session_id.type))
+        )
+    page = (
+        select(*(_s[name] for name in _SESSION_COLUMNS))
+        .where(*conditions)
+        .order_by(_s.created_at.desc(), _s.session_id.desc())
+        .offset(bindparam("offset", type_=Integer))
+        .limit(bindparam("limit", type_=Integer))
+        .subquery("page")
+    )
+    # Counts are looked up for the page's rows only, not for the rows OFFSET skips.
+    return compile_statement(
+        select(
+            *(page.c[name] for name in _SESSION_COLUMNS),
+            _message_count(page.c.tenant_id, page.c.session_id),
+        ).order_by(page.c.created_at.desc(), page.c.session_id.desc())
+    )
 
 
 async def list_sessions(
-    conn: AsyncConnection,
+    tx: Transaction,
     *,
     tenant_id: str,
     filters: SessionFilters,
@@ -188,42 +299,47 @@ async def list_sessions(
 ) -> list[SessionRow]:
     """The tenant's matching sessions, newest first: after the keyset `after`, or created
     before `before`, skipping `offset` rows."""
-    conditions = _filter_conditions(tenant_id, filters)
-    if before is not None:
-        conditions.append(_s.created_at < before)
+    statement = _list_statement(_Shape.of(filters), before is not None, after is not None)
+    params = _filter_params(tenant_id, filters)
+    params.update(before=before, offset=offset, limit=limit)
     if after is not None:
-        # A row comparison is an index range condition; the equivalent OR is not.
-        conditions.append(
-            tuple_(_s.created_at, _s.session_id) < tuple_(after.created_at, after.key)
-        )
-    page = (
-        select(*(_s[name] for name in _SESSION_COLUMNS))
-        .where(*conditions)
-        .order_by(_s.created_at.desc(), _s.session_id.desc())
-        .offset(offset)
-        .limit(limit)
-        .subquery("page")
-    )
-    # Counts are looked up for the page's rows only, not for the rows OFFSET skips.
-    statement = select(
-        *(page.c[name] for name in _SESSION_COLUMNS),
-        _message_count(page.c.tenant_id, page.c.session_id),
-    ).order_by(page.c.created_at.desc(), page.c.session_id.desc())
-    result = await conn.execute(statement)
-    return [_session_row(row) for row in result]
+        params.update(after_created_at=after.created_at, after_key=after.key)
+    return [_session_row(row) for row in await tx.fetch(statement, params)]
 
 
-async def get_session(
-    conn: AsyncConnection, *, tenant_id: str, session_id: str
-) -> SessionRow | None:
+_GET_SESSION = compile_statement(
+    select(
+        *(_s[name] for name in _SESSION_COLUMNS), _message_count(_s.tenant_id, _s.session_id)
+    ).where(_s.tenant_id == _TENANT, _s.session_id == _SESSION)
+)
+
+
+async def get_session(tx: Transaction, *, tenant_id: str, session_id: str) -> SessionRow | None:
     """The tenant's session `session_id`, or None."""
-    statement = _select_sessions().where(_s.tenant_id == tenant_id, _s.session_id == session_id)
-    row = (await conn.execute(statement)).first()
-    return None if row is None else _session_row(row)
+    rows = await tx.fetch(_GET_SESSION, {"tenant_id": tenant_id, "session_id": session_id})
+    return _session_row(rows[0]) if rows else None
+
+
+def _messages_statement(after: bool) -> Compiled:
+    conditions = [_m.tenant_id == _TENANT, _m.session_id == _SESSION]
+    if after:
+        conditions.append(
+            tuple_(_m.created_at, _m.id)
+            > tuple_(_time("after_created_at"), bindparam("after_id", type_=_m.id.type))
+        )
+    return compile_statement(
+        select(_m.id, _m.role, _m.content, _m.metadata, _m.created_at)
+        .where(*conditions)
+        .order_by(_m.created_at, _m.id)
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+_MESSAGES = {after: _messages_statement(after) for after in (False, True)}
 
 
 async def list_messages(
-    conn: AsyncConnection,
+    tx: Transaction,
     *,
     tenant_id: str,
     session_id: str,
@@ -231,17 +347,10 @@ async def list_messages(
     limit: int,
 ) -> list[MessageRow]:
     """The session's messages, oldest first (ties by id), after `after`."""
-    conditions = [_m.tenant_id == tenant_id, _m.session_id == session_id]
+    params: dict[str, Any] = {"tenant_id": tenant_id, "session_id": session_id, "limit": limit}
     if after is not None:
-        conditions.append(tuple_(_m.created_at, _m.id) > tuple_(after.created_at, int(after.key)))
-    statement = (
-        select(_m.id, _m.role, _m.content, _m.metadata, _m.created_at)
-        .where(*conditions)
-        .order_by(_m.created_at, _m.id)
-        .limit(limit)
-    )
-    result = await conn.execute(statement)
-    return [MessageRow(**row._mapping) for row in result]
+        params.update(after_created_at=after.created_at, after_id=int(after.key))
+    return [MessageRow(*row) for row in await tx.fetch(_MESSAGES[after is not None], params)]
 
 
 # One statement, so concurrent writers cannot lose each other's keys: PostgreSQL re-reads the
@@ -250,9 +359,10 @@ async def list_messages(
 # moves between closed and expired, and removed when it becomes active again. Rows already in the
 # requested status, and rows whose metadata is not an object, are not touched.
 _STATUS_OF_S = EFFECTIVE_STATUS_SQL.replace("metadata", "s.metadata")
-_UPDATE_STATUS = text(
-    # Only module constants are interpolated; every value is a bind parameter.
-    f"""
+_UPDATE_STATUS = compile_statement(
+    text(
+        # Only module constants are interpolated; every value is a bind parameter.
+        f"""
     UPDATE chat_sessions AS s SET
       metadata = CASE
         WHEN CAST(:status AS text) = 'active'
@@ -276,16 +386,16 @@ _UPDATE_STATUS = text(
       COALESCE((SELECT n FROM chat_session_message_counts AS m
         WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0) AS message_count
     """  # noqa: S608
-).columns(*(sessions_table.c[name] for name in _SESSION_COLUMNS), column("message_count", Integer))
+    )
+)
 
 
 async def set_session_status(
-    conn: AsyncConnection, *, tenant_id: str, session_id: str, status: str
+    tx: Transaction, *, tenant_id: str, session_id: str, status: str
 ) -> SessionRow | None:
     """Set the session's stored status; None when no row changed (absent, same status, or
     metadata that is not an object)."""
-    result = await conn.execute(
+    rows = await tx.fetch(
         _UPDATE_STATUS, {"tenant_id": tenant_id, "session_id": session_id, "status": status}
     )
-    row = result.first()
-    return None if row is None else _session_row(row)
+    return _session_row(rows[0]) if rows else None

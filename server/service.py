@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import convert, counting, cursor, repository, status, validation
 from server.db.engine import is_retryable_conflict
+from server.db.statements import Database, Transaction
 from server.errors import ConflictError, SessionMetadataNotObjectError, SessionNotFoundError
 from server.jsonvalue import to_struct
 from server.tenancy import current_tenant
@@ -38,13 +38,14 @@ RESPONSE_BYTES_BUDGET = 3 * 1024 * 1024
 class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     """Lists, inspects and updates the calling tenant's chat sessions."""
 
-    def __init__(self, engine: AsyncEngine, *, read_engine: AsyncEngine | None = None) -> None:
-        self._engine = engine
+    def __init__(self, database: Database, *, read_database: Database | None = None) -> None:
+        self._database = database
         # Reads go to the replica when there is one; writes (and their read-back) never do.
-        self._reader = read_engine or engine
-        self._snapshot_reader = self._reader.execution_options(
-            isolation_level="REPEATABLE READ", postgresql_readonly=True
-        )
+        self._read_database = read_database or database
+
+    def _snapshot(self) -> AbstractAsyncContextManager[Transaction]:
+        """A read-only transaction whose statements all see one snapshot."""
+        return self._read_database.transaction(isolation="repeatable_read", readonly=True)
 
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Context
@@ -57,22 +58,28 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         )
         rows: list[repository.SessionRow] = []
         # One snapshot for counts and rows, so the total always agrees with the page.
-        async with self._snapshot_reader.connect() as conn:
+        async with self._snapshot() as tx:
             counts = await repository.count_session_segments(
-                conn, tenant_id=tenant_id, filters=filters, count_plan=count_plan
+                tx,
+                tenant_id=tenant_id,
+                filters=filters,
+                count_plan=count_plan,
+                by_day=query.offset > 0,
             )
-            ordered = counting.segments(
-                count_plan,
-                newer_edge_count=counts.newer_edge,
-                day_counts=counts.days,
-                older_edge_count=counts.older_edge,
-            )
-            total = sum(segment.count for segment in ordered)
-            # Deep pages by number start from the counters instead of OFFSETting the tenant.
-            start = counting.seek(ordered, query.offset) if query.offset else counting.Seek(None, 0)
+            total = counts.total
+            start: counting.Seek | None = counting.Seek(None, 0)
+            if query.offset:
+                # Deep pages by number start from the counters instead of OFFSETting the tenant.
+                ordered = counting.segments(
+                    count_plan,
+                    newer_edge_count=counts.newer_edge,
+                    day_counts=counts.days,
+                    older_edge_count=counts.older_edge,
+                )
+                start = counting.seek(ordered, query.offset)
             if start is not None:
                 rows = await repository.list_sessions(
-                    conn,
+                    tx,
                     tenant_id=tenant_id,
                     filters=filters,
                     after=query.after,
@@ -106,14 +113,14 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     ) -> pb.GetSessionDetailResponse:
         tenant_id = current_tenant()
         query = validation.session_detail_query(request, tenant_id=tenant_id)
-        async with self._snapshot_reader.connect() as conn:
+        async with self._snapshot() as tx:
             session = await repository.get_session(
-                conn, tenant_id=tenant_id, session_id=query.session_id
+                tx, tenant_id=tenant_id, session_id=query.session_id
             )
             if session is None:
                 raise SessionNotFoundError()
             messages = await repository.list_messages(
-                conn,
+                tx,
                 tenant_id=tenant_id,
                 session_id=query.session_id,
                 after=query.after,
@@ -154,7 +161,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         for attempt in range(1, UPDATE_ATTEMPTS + 1):
             try:
                 row = await self._update_status(tenant_id, update)
-            except DBAPIError as error:
+            except Exception as error:
                 if not is_retryable_conflict(error):
                     raise
                 if attempt == UPDATE_ATTEMPTS:
@@ -168,16 +175,16 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     async def _update_status(
         self, tenant_id: str, update: validation.StatusUpdate
     ) -> repository.SessionRow:
-        async with self._engine.begin() as conn:
+        async with self._database.transaction() as tx:
             row = await repository.set_session_status(
-                conn, tenant_id=tenant_id, session_id=update.session_id, status=update.status
+                tx, tenant_id=tenant_id, session_id=update.session_id, status=update.status
             )
             if row is not None:
                 return row
             # Nothing changed: find out whether that is success (already in that status) or an
             # error, reading the row in the same transaction.
             row = await repository.get_session(
-                conn, tenant_id=tenant_id, session_id=update.session_id
+                tx, tenant_id=tenant_id, session_id=update.session_id
             )
             if row is None:
                 raise SessionNotFoundError()

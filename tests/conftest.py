@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 import pytest
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -24,7 +23,7 @@ from server.db.embedded import start_embedded_postgres
 from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from tests.factories import Factory
-from tests.helpers import is_tenant_scoped, serving
+from tests.helpers import StatementLog, is_tenant_scoped, serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = REPO_ROOT / ".data" / "test"
@@ -87,11 +86,8 @@ async def grpc_target(database_url: str, issued_statements: list[str]) -> AsyncI
     """
     server_engine = create_engine(database_url, pool_size=10, pool_timeout=5, connect_timeout=5)
 
-    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        issued_statements.append(statement)
-
-    event.listen(server_engine.sync_engine, "before_cursor_execute", record)
     async with serving(server_engine) as app:
+        app.databases[0].observers.append(StatementLog(issued_statements))
         yield f"127.0.0.1:{app.port}"
     await server_engine.dispose()
     unscoped = [s for s in issued_statements if not is_tenant_scoped(s)]

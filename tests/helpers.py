@@ -4,7 +4,7 @@ servers of our own with other settings."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -89,3 +89,20 @@ _TENANT_PREDICATE = re.compile(r"\btenant_id = \$\d+")
 def is_tenant_scoped(statement: str) -> bool:
     """Whether a statement leaves the chat tables alone or filters them by a bound tenant id."""
     return not _CHAT_TABLE.search(statement) or bool(_TENANT_PREDICATE.search(statement))
+
+
+class StatementLog:
+    """A StatementObserver that appends every statement's SQL to `statements`."""
+
+    def __init__(self, statements: list[str]) -> None:
+        self.statements = statements
+
+    def begin(self, *, isolation: str, readonly: bool) -> None:
+        """Transactions are not recorded."""
+
+    def statement(self, sql: str, arguments: Sequence[Any]) -> None:
+        """Record the statement's SQL."""
+        self.statements.append(sql)
+
+    def end(self, *, committed: bool) -> None:
+        """Transactions are not recorded."""

@@ -1,11 +1,10 @@
 """The raw-SQL limit: capture the statements one RPC issues, then replay them with plain asyncpg.
 
-Capture runs the servicer in-process on an engine built like the server's, with a SQLAlchemy
-`before_cursor_execute` listener recording each (statement, parameters) and `begin`/`commit`
-listeners recording the transaction around them. SQLAlchemy's asyncpg dialect already renders
-`$n` placeholders, so the statements go to asyncpg unchanged. Replay wraps them in the same
-transaction (BEGIN with the same isolation level and read-only flag; COMMIT when the service
-committed, else ROLLBACK as SQLAlchemy does when a connection returns to the pool).
+Capture runs the servicer in-process on a database built like the server's, observing each
+transaction (isolation level, read-only flag, commit) and statement (SQL with `$n` placeholders
+and its arguments) through `server.db.statements.StatementObserver`. Replay sends the same
+statements with asyncpg in the same transaction (COMMIT when the service committed, else
+ROLLBACK).
 """
 
 from __future__ import annotations
@@ -18,11 +17,10 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import make_url
 
 from server.bench.h2load import percentile
+from server.db.statements import Database
 
 
 @dataclass(slots=True)
@@ -36,38 +34,26 @@ class Transaction:
 
 
 class Capture:
-    """Records the SQL an engine sends while `recording` is set."""
+    """Records the SQL a database runs while `record` is running (a StatementObserver)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, database: Database) -> None:
         self.current: Transaction | None = None
-        sync_engine = engine.sync_engine
-        event.listen(sync_engine, "begin", self._on_begin)
-        event.listen(sync_engine, "commit", self._on_commit)
-        event.listen(sync_engine, "before_cursor_execute", self._on_execute)
+        database.observers.append(self)
 
-    def _on_begin(self, conn: Connection) -> None:
-        if self.current is None:
-            return
-        options = conn.get_execution_options()
-        level = options.get("isolation_level")
-        self.current.isolation = None if level is None else str(level).lower().replace(" ", "_")
-        self.current.readonly = bool(options.get("postgresql_readonly", False))
-
-    def _on_commit(self, conn: Connection) -> None:
+    def begin(self, *, isolation: str, readonly: bool) -> None:
+        """Note the transaction's options."""
         if self.current is not None:
-            self.current.commit = True
+            self.current.isolation, self.current.readonly = isolation, readonly
 
-    def _on_execute(
-        self,
-        conn: Connection,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
+    def statement(self, sql: str, arguments: Sequence[Any]) -> None:
+        """Note a statement."""
         if self.current is not None:
-            self.current.statements.append((statement, tuple(parameters or ())))
+            self.current.statements.append((sql, tuple(arguments)))
+
+    def end(self, *, committed: bool) -> None:
+        """Note how the transaction ended."""
+        if self.current is not None:
+            self.current.commit = committed
 
     async def record(self, call: Callable[[], Awaitable[Any]]) -> Transaction:
         """Run `call` and return the SQL it issued."""

@@ -61,7 +61,10 @@ def loads_json(text: str) -> Any:
     PostgreSQL accepts numbers of any length in JSONB, while `json.loads` refuses integers past
     4,300 digits; one such value written by another service must not break every read.
     """
-    return json.loads(text, parse_int=_parse_int)
+    try:
+        return json.loads(text)  # the C decoder; the fallback below is only for giant integers
+    except ValueError:
+        return json.loads(text, parse_int=_parse_int)
 
 
 def _parse_int(digits: str) -> int | str:

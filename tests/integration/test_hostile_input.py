@@ -22,14 +22,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
-from sqlalchemy import event
 
 from server import cursor, errors
 from server.db.engine import create_engine
 from server.tenancy import TENANT_ID_PATTERN
 from server.validation import SessionFilters
 from tests.factories import BASE_TIME, Factory
-from tests.helpers import failure, is_tenant_scoped, serving
+from tests.helpers import StatementLog, failure, is_tenant_scoped, serving
 
 T = TypeVar("T")
 Metadata = list[tuple[str, str | bytes]]
@@ -162,9 +161,6 @@ async def host(database_url: str, started: queue.Queue[Any]) -> None:
         engine = create_engine(database_url, pool_size=5, pool_timeout=10, connect_timeout=10)
         statements: list[str] = []
 
-        def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-            statements.append(statement)
-
         try:
             factory = Factory(engine)
             owners = (new_tenant("owner"), new_tenant("owner"))
@@ -172,10 +168,10 @@ async def host(database_url: str, started: queue.Queue[Any]) -> None:
             for owner in owners:
                 await seed(factory, owner)
             bystander_metadata = await seed(factory, bystander)
-            # Only what the server (and the final read-back) issues; the seeding INSERTs are ours.
-            event.listen(engine.sync_engine, "before_cursor_execute", record)
             stop = asyncio.Event()
             async with serving(engine) as app:
+                # Only what the server issues; the seeding INSERTs are ours.
+                app.databases[0].observers.append(StatementLog(statements))
                 server = HostileServer(
                     target=f"127.0.0.1:{app.port}",
                     owners=owners,

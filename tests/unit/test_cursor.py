@@ -37,7 +37,8 @@ def _raw_token(
     return _token_from_raw(HEADER.pack(version, kind, query_fingerprint, micros, page) + key)
 
 
-keys = st.text(alphabet=st.characters(codec="utf-8"), max_size=255)
+# Any key PostgreSQL text can hold, i.e. anything but NUL.
+keys = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"), max_size=255)
 instants = st.datetimes(
     min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59, 999999)
 ).map(lambda naive: naive.replace(tzinfo=UTC))
