@@ -74,6 +74,8 @@ class ServiceInterceptor(_ServerInterceptor):
         self._policy = policy
         self._metrics = metrics
         self._access_log = access_log
+        # Wrapped handlers are built once per method, not once per call.
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -82,15 +84,20 @@ class ServiceInterceptor(_ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
         if handler is None or not method.startswith(SERVICE_PREFIX) or not handler.unary_unary:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
+        wrapped = grpc.unary_unary_rpc_method_handler(
             self._guarded(cast(Behavior, handler.unary_unary), method.removeprefix(SERVICE_PREFIX)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        self._wrapped[method] = wrapped
+        return wrapped
 
     def _guarded(self, behavior: Behavior, method: str) -> Behavior:
         async def guarded(request: Any, context: Context) -> Any:
@@ -179,7 +186,7 @@ class ServiceInterceptor(_ServerInterceptor):
                 self._metrics.errors.labels(method, outcome.reason).inc()
                 if outcome.reason == DatabaseBusyError.reason:
                     self._metrics.pool_waits.inc()
-        if self._access_log:
+        if self._access_log and access_logger.isEnabledFor(logging.INFO):
             access_logger.info(
                 "%s tenant=%s code=%s %.1fms peer=%s caller=%s",
                 method,

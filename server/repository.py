@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
+    CompoundSelect,
     Date,
     Integer,
     Select,
@@ -27,9 +28,11 @@ from sqlalchemy import (
     null,
     select,
     text,
+    true,
     tuple_,
     union_all,
 )
+from sqlalchemy.sql.elements import Label
 
 from server.counting import CountPlan, Range
 from server.cursor import Cursor
@@ -40,7 +43,7 @@ from server.db.models import (
     session_counts_table,
     sessions_table,
 )
-from server.db.statements import Compiled, Transaction, compile_statement
+from server.db.statements import Compiled, Database, Transaction, compile_statement
 from server.validation import SessionFilters
 
 _s = sessions_table.c
@@ -174,13 +177,14 @@ def _bounds(part: Range | None) -> tuple[bool, bool] | None:
     return None if part is None else (part.start is not None, part.end is not None)
 
 
+_Bounds = tuple[bool, bool] | None
+
+
 @lru_cache(maxsize=256)
-def _count_statement(
-    shape: _Shape,
-    days: tuple[bool, bool] | None,
-    edges: tuple[tuple[bool, bool] | None, tuple[bool, bool] | None],
-    by_day: bool,
-) -> Compiled:
+def _count_parts(
+    shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], by_day: bool
+) -> Select[Any] | CompoundSelect[Any]:
+    """Rows (kind, day, n): whole days from the counters, edges counted from the rows."""
     parts: list[Select[Any, Any, Any]] = []
     if days is not None:
         conditions = [_c.tenant_id == _TENANT]
@@ -194,15 +198,16 @@ def _count_statement(
             conditions.append(_c.day >= bindparam("days_start", type_=Date))
         if days[1]:
             conditions.append(_c.day < bindparam("days_end", type_=Date))
+        day_kind: Label[Any] = literal_column(str(_KIND_DAY)).label("kind")
         if by_day:
             parts.append(
-                select(literal_column(str(_KIND_DAY)), _c.day, func.sum(_c.n))
+                select(day_kind, _c.day.label("day"), func.sum(_c.n).label("n"))
                 .where(*conditions)
                 .group_by(_c.day)
             )
         else:  # one row: a total needs no per-day breakdown
             parts.append(
-                select(literal_column(str(_KIND_DAY)), null().cast(Date), func.sum(_c.n)).where(
+                select(day_kind, null().cast(Date).label("day"), func.sum(_c.n).label("n")).where(
                     *conditions
                 )
             )
@@ -215,11 +220,40 @@ def _count_statement(
         if bounds[1]:
             conditions.append(_s.created_at < _time(f"{name}_end"))
         parts.append(
-            select(literal_column(str(kind)), null().cast(Date), func.count())
+            select(
+                literal_column(str(kind)).label("kind"),
+                null().cast(Date).label("day"),
+                func.count().label("n"),
+            )
             .select_from(sessions_table)
             .where(*conditions)
         )
-    return compile_statement(parts[0] if len(parts) == 1 else union_all(*parts))
+    return parts[0] if len(parts) == 1 else union_all(*parts)
+
+
+@lru_cache(maxsize=256)
+def _count_statement(
+    shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], by_day: bool
+) -> Compiled:
+    return compile_statement(_count_parts(shape, days, edges, by_day))
+
+
+def _count_shape(count_plan: CountPlan) -> tuple[_Bounds, tuple[_Bounds, _Bounds]]:
+    return _bounds(count_plan.days), (
+        _bounds(count_plan.newer_edge),
+        _bounds(count_plan.older_edge),
+    )
+
+
+def _count_params(tenant_id: str, filters: SessionFilters, count_plan: CountPlan) -> dict[str, Any]:
+    params = _filter_params(tenant_id, filters)
+    if count_plan.days is not None:
+        params["days_start"] = count_plan.days.start and count_plan.days.start.date()
+        params["days_end"] = count_plan.days.end and count_plan.days.end.date()
+    for (_, name), edge in zip(_EDGES, (count_plan.newer_edge, count_plan.older_edge), strict=True):
+        if edge is not None:
+            params[f"{name}_start"], params[f"{name}_end"] = edge.start, edge.end
+    return params
 
 
 async def count_session_segments(
@@ -232,22 +266,8 @@ async def count_session_segments(
 ) -> SegmentCounts:
     """Exact matching-session counts for each part of `count_plan` (whole days one by one when
     `by_day`), in one round trip."""
-    edges = (count_plan.newer_edge, count_plan.older_edge)
-    if count_plan.days is None and edges == (None, None):
-        return SegmentCounts(newer_edge=0, days=[], days_total=0, older_edge=0)
-    statement = _count_statement(
-        _Shape.of(filters),
-        _bounds(count_plan.days),
-        (_bounds(edges[0]), _bounds(edges[1])),
-        by_day,
-    )
-    params = _filter_params(tenant_id, filters)
-    if count_plan.days is not None:
-        params["days_start"] = count_plan.days.start and count_plan.days.start.date()
-        params["days_end"] = count_plan.days.end and count_plan.days.end.date()
-    for (_, name), edge in zip(_EDGES, edges, strict=True):
-        if edge is not None:
-            params[f"{name}_start"], params[f"{name}_end"] = edge.start, edge.end
+    statement = _count_statement(_Shape.of(filters), *_count_shape(count_plan), by_day)
+    params = _count_params(tenant_id, filters, count_plan)
     days: list[tuple[date, int]] = []
     counted = {_KIND_DAY: 0, _KIND_NEWER_EDGE: 0, _KIND_OLDER_EDGE: 0}
     for kind, day, count in await tx.fetch(statement, params):
@@ -260,7 +280,8 @@ async def count_session_segments(
 
 
 @lru_cache(maxsize=128)
-def _list_statement(shape: _Shape, before: bool, after: bool) -> Compiled:
+def _page_select(shape: _Shape, before: bool, after: bool) -> Select[Any]:
+    """A page of sessions with their message counts, newest first."""
     conditions = _filter_conditions(shape)
     if before:
         conditions.append(_s.created_at < _time("before"))
@@ -279,12 +300,53 @@ def _list_statement(shape: _Shape, before: bool, after: bool) -> Compiled:
         .subquery("page")
     )
     # Counts are looked up for the page's rows only, not for the rows OFFSET skips.
+    return select(
+        *(page.c[name] for name in _SESSION_COLUMNS),
+        _message_count(page.c.tenant_id, page.c.session_id),
+    ).order_by(page.c.created_at.desc(), page.c.session_id.desc())
+
+
+@lru_cache(maxsize=128)
+def _list_statement(shape: _Shape, before: bool) -> Compiled:
+    return compile_statement(_page_select(shape, before, False))
+
+
+@lru_cache(maxsize=256)
+def _first_page_statement(
+    shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], after: bool
+) -> Compiled:
+    counts = _count_parts(shape, days, edges, False).subquery("counts")
+    totals = select(func.coalesce(func.sum(counts.c.n), 0).label("total")).subquery("totals")
+    page = _page_select(shape, False, after).subquery("page")
+    # The LEFT JOIN keeps the total when the page is empty.
     return compile_statement(
-        select(
-            *(page.c[name] for name in _SESSION_COLUMNS),
-            _message_count(page.c.tenant_id, page.c.session_id),
-        ).order_by(page.c.created_at.desc(), page.c.session_id.desc())
+        select(totals.c.total, *page.c)
+        .select_from(totals.outerjoin(page, true()))
+        .order_by(page.c.created_at.desc(), page.c.session_id.desc())
     )
+
+
+async def first_page(
+    database: Database,
+    *,
+    tenant_id: str,
+    filters: SessionFilters,
+    count_plan: CountPlan,
+    after: Cursor | None,
+    limit: int,
+) -> tuple[int, list[SessionRow]]:
+    """The exact total and a page that needs no seek (page 1, or after a keyset cursor), in one
+    statement: one round trip, one snapshot, no transaction."""
+    statement = _first_page_statement(
+        _Shape.of(filters), *_count_shape(count_plan), after is not None
+    )
+    params = _count_params(tenant_id, filters, count_plan)
+    params.update(before=None, offset=0, limit=limit)
+    if after is not None:
+        params.update(after_created_at=after.created_at, after_key=after.key)
+    rows = await database.fetch(statement, params)
+    total = int(rows[0][0]) if rows else 0
+    return total, [_session_row(row[1:]) for row in rows if row[2] is not None]
 
 
 async def list_sessions(
@@ -292,18 +354,15 @@ async def list_sessions(
     *,
     tenant_id: str,
     filters: SessionFilters,
-    after: Cursor | None,
     before: datetime | None,
     offset: int,
     limit: int,
 ) -> list[SessionRow]:
-    """The tenant's matching sessions, newest first: after the keyset `after`, or created
-    before `before`, skipping `offset` rows."""
-    statement = _list_statement(_Shape.of(filters), before is not None, after is not None)
+    """The tenant's matching sessions created before `before`, newest first, skipping
+    `offset` rows."""
+    statement = _list_statement(_Shape.of(filters), before is not None)
     params = _filter_params(tenant_id, filters)
     params.update(before=before, offset=offset, limit=limit)
-    if after is not None:
-        params.update(after_created_at=after.created_at, after_key=after.key)
     return [_session_row(row) for row in await tx.fetch(statement, params)]
 
 

@@ -56,38 +56,20 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         count_plan = counting.plan(
             counting.inclusive_range(filters.created_from, filters.created_to)
         )
-        rows: list[repository.SessionRow] = []
-        # One snapshot for counts and rows, so the total always agrees with the page.
-        async with self._snapshot() as tx:
-            counts = await repository.count_session_segments(
-                tx,
+        # One row more than the page tells whether another page follows. Counts and rows always
+        # come from one snapshot, so the total agrees with the page.
+        limit = query.page_size + 1
+        if query.offset:
+            total, rows = await self._seek_page(tenant_id, query, count_plan, limit)
+        else:
+            total, rows = await repository.first_page(
+                self._read_database,
                 tenant_id=tenant_id,
                 filters=filters,
                 count_plan=count_plan,
-                by_day=query.offset > 0,
+                after=query.after,
+                limit=limit,
             )
-            total = counts.total
-            start: counting.Seek | None = counting.Seek(None, 0)
-            if query.offset:
-                # Deep pages by number start from the counters instead of OFFSETting the tenant.
-                ordered = counting.segments(
-                    count_plan,
-                    newer_edge_count=counts.newer_edge,
-                    day_counts=counts.days,
-                    older_edge_count=counts.older_edge,
-                )
-                start = counting.seek(ordered, query.offset)
-            if start is not None:
-                rows = await repository.list_sessions(
-                    tx,
-                    tenant_id=tenant_id,
-                    filters=filters,
-                    after=query.after,
-                    before=start.before,
-                    offset=start.skip,
-                    # One row more than the page tells whether another page follows.
-                    limit=query.page_size + 1,
-                )
         next_page_token = ""
         if len(rows) > query.page_size:
             rows = rows[: query.page_size]
@@ -107,6 +89,38 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             ),
             next_page_token=next_page_token,
         )
+
+    async def _seek_page(
+        self,
+        tenant_id: str,
+        query: validation.ListSessionsQuery,
+        count_plan: counting.CountPlan,
+        limit: int,
+    ) -> tuple[int, list[repository.SessionRow]]:
+        """A deep page by number: find where it starts from the per-day counters, then read it
+        with a short OFFSET, instead of OFFSETting the whole tenant."""
+        async with self._snapshot() as tx:
+            counts = await repository.count_session_segments(
+                tx, tenant_id=tenant_id, filters=query.filters, count_plan=count_plan, by_day=True
+            )
+            ordered = counting.segments(
+                count_plan,
+                newer_edge_count=counts.newer_edge,
+                day_counts=counts.days,
+                older_edge_count=counts.older_edge,
+            )
+            start = counting.seek(ordered, query.offset)
+            if start is None:
+                return counts.total, []
+            rows = await repository.list_sessions(
+                tx,
+                tenant_id=tenant_id,
+                filters=query.filters,
+                before=start.before,
+                offset=start.skip,
+                limit=limit,
+            )
+        return counts.total, rows
 
     async def GetSessionDetail(
         self, request: pb.GetSessionDetailRequest, context: Context

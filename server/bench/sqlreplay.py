@@ -27,6 +27,7 @@ from server.db.statements import Database
 class Transaction:
     """What one RPC sent to PostgreSQL."""
 
+    explicit: bool = False  # False: statements ran on their own, with no BEGIN/COMMIT
     isolation: str | None = None  # asyncpg's spelling, e.g. "repeatable_read"; None = default
     readonly: bool = False
     commit: bool = False
@@ -43,6 +44,7 @@ class Capture:
     def begin(self, *, isolation: str, readonly: bool) -> None:
         """Note the transaction's options."""
         if self.current is not None:
+            self.current.explicit = True
             self.current.isolation, self.current.readonly = isolation, readonly
 
     def statement(self, sql: str, arguments: Sequence[Any]) -> None:
@@ -90,6 +92,10 @@ class ReplayResult:
 
 
 async def _replay_once(conn: asyncpg.Connection, transaction: Transaction) -> None:
+    if not transaction.explicit:
+        for statement, parameters in transaction.statements:
+            await conn.fetch(statement, *parameters)
+        return
     tx = conn.transaction(isolation=transaction.isolation, readonly=transaction.readonly)
     await tx.start()
     try:
@@ -159,19 +165,27 @@ def _literal(value: Any) -> str:
 
 def describe(transaction: Transaction) -> Sequence[str]:
     """The transaction as SQL text: BEGIN, each statement on one line followed by its
-    parameters as a comment, and COMMIT or ROLLBACK."""
+    parameters as a comment, and COMMIT or ROLLBACK (statements only, when the service ran
+    them without an explicit transaction)."""
+    if not transaction.explicit:
+        return [
+            line for statement in transaction.statements for line in _statement_lines(*statement)
+        ]
     begin = "BEGIN"
     if transaction.isolation:
         begin += " ISOLATION LEVEL " + transaction.isolation.replace("_", " ").upper()
     if transaction.readonly:
         begin += " READ ONLY"
     lines = [begin + ";"]
-    for statement, parameters in transaction.statements:
-        lines.append(" ".join(statement.split()) + ";")
-        if parameters:
-            values = ", ".join(
-                f"${i}={_literal(value)}" for i, value in enumerate(parameters, start=1)
-            )
-            lines.append(f"-- {values}")
+    for statement in transaction.statements:
+        lines.extend(_statement_lines(*statement))
     lines.append("COMMIT;" if transaction.commit else "ROLLBACK;")
+    return lines
+
+
+def _statement_lines(statement: str, parameters: tuple[Any, ...]) -> list[str]:
+    lines = [" ".join(statement.split()) + ";"]
+    if parameters:
+        values = ", ".join(f"${i}={_literal(value)}" for i, value in enumerate(parameters, start=1))
+        lines.append(f"-- {values}")
     return lines

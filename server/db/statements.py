@@ -83,24 +83,13 @@ class Database:
         self.observers: list[StatementObserver] = []
 
     @asynccontextmanager
-    async def transaction(
-        self, *, isolation: str = "read_committed", readonly: bool = False
-    ) -> AsyncIterator[Transaction]:
-        """A transaction: committed when the block ends normally, rolled back otherwise.
-
-        A connection whose call was cancelled (deadline, client gone) or that failed at the
-        connection level is discarded from the pool rather than reused in an unknown state.
-        """
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection. One whose call was cancelled (deadline, client gone) or that
+        failed at the connection level is discarded rather than reused in an unknown state."""
         async with self.engine.connect() as conn:
             raw = await conn.get_raw_connection()
-            connection: asyncpg.Connection = raw.driver_connection
-            for observer in self.observers:
-                observer.begin(isolation=isolation, readonly=readonly)
-            committed = False
             try:
-                async with connection.transaction(isolation=isolation, readonly=readonly):
-                    yield Transaction(connection, self.observers)
-                committed = True
+                yield raw.driver_connection
             except (asyncio.CancelledError, TimeoutError):
                 await conn.invalidate()
                 raise
@@ -108,6 +97,25 @@ class Database:
                 if is_unavailable(error):
                     await conn.invalidate()
                 raise
+
+    async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """All rows of one statement, run on its own (one statement sees one snapshot)."""
+        async with self._connection() as connection:
+            return await Transaction(connection, self.observers).fetch(statement, values)
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, isolation: str = "read_committed", readonly: bool = False
+    ) -> AsyncIterator[Transaction]:
+        """A transaction: committed when the block ends normally, rolled back otherwise."""
+        async with self._connection() as connection:
+            for observer in self.observers:
+                observer.begin(isolation=isolation, readonly=readonly)
+            committed = False
+            try:
+                async with connection.transaction(isolation=isolation, readonly=readonly):
+                    yield Transaction(connection, self.observers)
+                committed = True
             finally:
                 for observer in self.observers:
                     observer.end(committed=committed)

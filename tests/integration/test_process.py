@@ -100,11 +100,21 @@ async def test_sigterm_lets_an_in_flight_call_finish_then_exits_zero(
             served.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.5)
             assert not call.done()
+            # Draining: a new call on a new connection is refused while the old one finishes.
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as fresh:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await health_pb2_grpc.HealthStub(fresh).Check(
+                        health_pb2.HealthCheckRequest(), timeout=2
+                    )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             await blocker.rollback()
             response = await call
     assert response.session.status == pb.SESSION_STATUS_CLOSED
     assert await _finish(served) == 0
-    assert b"shutting down" in served.log
+    log = served.log.decode()
+    # Health turned NOT_SERVING before the server stopped accepting calls.
+    assert log.index("health: NOT_SERVING") < log.index("stopped")
+    assert "shutting down" in log
 
 
 async def _wait_for_lock_waiter(engine: AsyncEngine, tenant: str) -> None:
