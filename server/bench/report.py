@@ -144,6 +144,10 @@ def _scenario_details(run: ScenarioRun) -> list[str]:
     ]
 
 
+# Written by people, not measured by this run: what was changed because of earlier runs.
+DECISIONS = Path(__file__).with_name("decisions.md")
+
+
 def markdown(results: Results, command: str, chart_name: str) -> str:
     """The whole report."""
     options, facts = results.options, results.facts
@@ -216,6 +220,8 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         table(results),
         "",
         *_comparison(results),
+        DECISIONS.read_text().rstrip("\n"),
+        "",
         "## Scenarios",
         "",
         "Each scenario repeats one request body (h2load sends one body). The deep page by token "
