@@ -204,10 +204,10 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         "- **calls/s, p50, p99**: the service through h2load. Percentiles come from h2load's "
         "per-request log; latency is h2load's, so it includes queueing at the client.",
         "- **raw SQL**: the exact statements the service sends for that call (captured from an "
-        "in-process call with a SQLAlchemy `before_cursor_execute` listener), replayed with "
-        "asyncpg inside the same transaction (same BEGIN options, COMMIT or ROLLBACK) by c "
-        "workers, each on its own connection, from one Python process. Rows are fetched but "
-        "not converted to messages.",
+        "in-process call through the service's statement observer), replayed with asyncpg "
+        "the way the service ran them (in the same transaction, same BEGIN options, COMMIT "
+        "or ROLLBACK, when it used one) by c workers, each on its own connection, from one "
+        "Python process. Rows are fetched but not converted to messages.",
         "- **empty RPC**: an empty unary call on a bare grpc.aio server (no interceptor, "
         "no database) in its own process, driven by h2load with the same settings. One "
         "figure per concurrency.",
