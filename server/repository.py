@@ -15,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     ColumnElement,
     CompoundSelect,
@@ -379,37 +380,71 @@ async def get_session(tx: Transaction, *, tenant_id: str, session_id: str) -> Se
     return _session_row(rows[0]) if rows else None
 
 
-def _messages_statement(after: bool) -> Compiled:
+_MESSAGE_COLUMNS = ("id", "role", "content", "metadata", "created_at")
+
+
+def _detail_statement(after: bool) -> Compiled:
+    """The session (kind 0) and a page of its messages (kind 1) as one UNION ALL: one round
+    trip and one snapshot without a transaction. Each row fills only its own kind's columns."""
+    session_columns = [*(_s[name] for name in _SESSION_COLUMNS)]
+    message_columns = [_m[name] for name in _MESSAGE_COLUMNS]
+    session = select(
+        literal_column("0").label("kind"),
+        *session_columns,
+        _message_count(_s.tenant_id, _s.session_id),
+        *(null().cast(column.type) for column in message_columns),
+    ).where(_s.tenant_id == _TENANT, _s.session_id == _SESSION)
     conditions = [_m.tenant_id == _TENANT, _m.session_id == _SESSION]
     if after:
         conditions.append(
             tuple_(_m.created_at, _m.id)
             > tuple_(_time("after_created_at"), bindparam("after_id", type_=_m.id.type))
         )
-    return compile_statement(
-        select(_m.id, _m.role, _m.content, _m.metadata, _m.created_at)
+    page = (
+        select(*message_columns)
         .where(*conditions)
         .order_by(_m.created_at, _m.id)
         .limit(bindparam("limit", type_=Integer))
+        .subquery("page")
     )
+    messages = select(
+        literal_column("1"),
+        *(null().cast(column.type) for column in session_columns),
+        null().cast(BigInteger),
+        *page.c,
+    )
+    return compile_statement(union_all(session, messages))
 
 
-_MESSAGES = {after: _messages_statement(after) for after in (False, True)}
+_DETAIL = {after: _detail_statement(after) for after in (False, True)}
+_MESSAGE_FIELDS = slice(2 + len(_SESSION_COLUMNS), None)
 
 
-async def list_messages(
-    tx: Transaction,
+async def session_detail(
+    database: Database,
     *,
     tenant_id: str,
     session_id: str,
     after: Cursor | None,
     limit: int,
-) -> list[MessageRow]:
-    """The session's messages, oldest first (ties by id), after `after`."""
+) -> tuple[SessionRow | None, list[MessageRow]]:
+    """The session and its messages after `after`, oldest first (ties by id); (None, []) when
+    the tenant has no such session."""
     params: dict[str, Any] = {"tenant_id": tenant_id, "session_id": session_id, "limit": limit}
     if after is not None:
         params.update(after_created_at=after.created_at, after_id=int(after.key))
-    return [MessageRow(*row) for row in await tx.fetch(_MESSAGES[after is not None], params)]
+    session: SessionRow | None = None
+    messages: list[MessageRow] = []
+    for row in await database.fetch(_DETAIL[after is not None], params):
+        if row[0] == 0:
+            session = _session_row(row[1 : 2 + len(_SESSION_COLUMNS)])
+        else:
+            messages.append(MessageRow(*row[_MESSAGE_FIELDS]))
+    if session is None:
+        return None, []
+    # UNION ALL keeps no order of its own; the page's order is restored here.
+    messages.sort(key=lambda message: (message.created_at, message.id))
+    return session, messages
 
 
 # One statement, so concurrent writers cannot lose each other's keys: PostgreSQL re-reads the

@@ -127,19 +127,15 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     ) -> pb.GetSessionDetailResponse:
         tenant_id = current_tenant()
         query = validation.session_detail_query(request, tenant_id=tenant_id)
-        async with self._snapshot() as tx:
-            session = await repository.get_session(
-                tx, tenant_id=tenant_id, session_id=query.session_id
-            )
-            if session is None:
-                raise SessionNotFoundError()
-            messages = await repository.list_messages(
-                tx,
-                tenant_id=tenant_id,
-                session_id=query.session_id,
-                after=query.after,
-                limit=query.page_size + 1,
-            )
+        session, messages = await repository.session_detail(
+            self._read_database,
+            tenant_id=tenant_id,
+            session_id=query.session_id,
+            after=query.after,
+            limit=query.page_size + 1,
+        )
+        if session is None:
+            raise SessionNotFoundError()
         response = pb.GetSessionDetailResponse(session=convert.session(session))
         if isinstance(session.metadata, dict):
             response.metadata.CopyFrom(to_struct(session.metadata))
