@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ class RunningServer:
     log: bytearray
 
 
-async def _start(database_url: str, *args: str) -> RunningServer:
-    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_ADDRESS": "127.0.0.1:0"}
+async def _start(
+    database_url: str, *args: str, address: str = "127.0.0.1:0", servers: int = 1
+) -> RunningServer:
+    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_ADDRESS": address}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -45,12 +48,12 @@ async def _start(database_url: str, *args: str) -> RunningServer:
     )
     assert process.stdout is not None
     log = bytearray()
-    async with asyncio.timeout(30):
-        while (match := SERVING_LINE.search(log)) is None:
+    async with asyncio.timeout(60):
+        while len(ports := SERVING_LINE.findall(log)) < servers:
             line = await process.stdout.readline()
             assert line, f"server exited before serving: {log.decode(errors='replace')}"
             log += line
-    return RunningServer(process, int(match.group(1)), log)
+    return RunningServer(process, int(ports[0]), log)
 
 
 async def _finish(server: RunningServer) -> int:
@@ -149,3 +152,29 @@ async def test_invalid_settings_exit_with_code_two_and_one_clear_line(database_u
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1
     assert "db_pool_size" in lines[0]
+
+
+async def test_workers_share_one_port_and_all_stop_on_sigterm(
+    database_url: str, factory: Factory, tenant: str
+) -> None:
+    await factory.sessions(tenant, 3)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await _start(database_url, "--workers", "2", address=f"127.0.0.1:{port}", servers=2)
+    try:
+        assert SERVING_LINE.findall(server.log) == [str(port).encode()] * 2
+        # Separate connections are spread over the workers by the kernel; all must answer.
+        for _ in range(6):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                response = await pb_grpc.SessionMonitoringStub(channel).ListSessions(
+                    pb.ListSessionsRequest(), metadata=tenant_metadata(tenant)
+                )
+            assert response.pagination.total == 3
+        server.process.send_signal(signal.SIGTERM)
+        assert await _finish(server) == 0
+        assert server.log.decode().count(" stopped") == 2
+    finally:
+        if server.process.returncode is None:
+            server.process.kill()
+            await server.process.wait()
