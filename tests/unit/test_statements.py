@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Integer, bindparam, func, select
+from sqlalchemy import BindParameter, Integer, bindparam, func, select
 
 from server.db.models import sessions_table
 from server.db.statements import compile_statement
@@ -31,7 +31,7 @@ def test_literals_inside_the_statement_are_bound_from_the_statement_itself() -> 
 
 
 def test_a_name_used_twice_is_bound_twice_with_one_value() -> None:
-    tenant = bindparam("tenant_id")
+    tenant: BindParameter[str] = bindparam("tenant_id")
     statement = compile_statement(
         select(_s.session_id)
         .where(_s.tenant_id == tenant)
