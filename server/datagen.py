@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy.engine import make_url
-
+from server.db.engine import asyncpg_dsn
 from server.status import format_end_time
 
 Progress = Callable[[str], None]
@@ -121,11 +120,6 @@ class DatasetSpec:
 
     def small_tenant(self, index: int) -> str:
         return f"{self.tenant_prefix}-small-{index:03d}"
-
-    def tenant_ids(self) -> list[str]:
-        """Every tenant this spec writes, big first."""
-        big = [self.big_tenant] if self.sessions or self.huge_sessions else []
-        return big + [self.small_tenant(i) for i in range(self.small_tenants)]
 
 
 @dataclass(frozen=True)
@@ -392,13 +386,6 @@ def _message_rows(
                 metadata = "{" + ",".join(parts) + "}"
             yield (tenant_id, session_id, "assistant", content, metadata, at)
         meter.tick(plan.messages)
-
-
-def asyncpg_dsn(url: str) -> str:
-    """A plain libpq/asyncpg DSN for a SQLAlchemy URL (`postgresql+asyncpg://...`), keeping the
-    `?host=/socket/dir` form the embedded server uses."""
-    parsed = make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def generate(

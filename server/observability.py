@@ -36,11 +36,6 @@ def bind_request_id(request_id: str) -> None:
     _request_id.set(request_id)
 
 
-def current_request_id() -> str:
-    """The id of the call being served ("-" outside calls)."""
-    return _request_id.get()
-
-
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = _request_id.get()

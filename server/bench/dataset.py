@@ -11,9 +11,9 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from server.bench.sqlreplay import asyncpg_dsn
 from server.datagen import DatasetSpec, generate
 from server.db.embedded import start_embedded_postgres
+from server.db.engine import asyncpg_dsn
 from server.db.migrate import upgrade_to_head
 
 EMBEDDED_DATA_DIR = Path(".data") / "bench"
@@ -63,7 +63,7 @@ def database_url(given: str | None, *, quick: bool, name: str | None = None) -> 
 
 
 async def _create_database(server_url: str, name: str) -> None:
-    conn = await asyncpg.connect(**asyncpg_dsn(server_url))
+    conn = await asyncpg.connect(asyncpg_dsn(server_url))
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
             await conn.execute(f'CREATE DATABASE "{name}"')
@@ -85,7 +85,7 @@ async def ensure(url: str, specs: list[DatasetSpec]) -> None:
                 f"  generated {summary.sessions:,} sessions, {summary.messages:,} messages "
                 f"in {summary.seconds:.0f}s"
             )
-    conn = await asyncpg.connect(**asyncpg_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         # Statistics for the planner, and the visibility map for index-only scans, before the
         # first measurement, so autovacuum does not start on the fresh rows mid-run. Cheap when
@@ -151,7 +151,7 @@ async def _messages(conn: asyncpg.Connection, tenant_id: str, session_id: str) -
 
 async def read_facts(url: str, spec: DatasetSpec, *, comparison: bool) -> Facts:
     """The facts of `spec`'s tenants; raises when the big or a small tenant is missing."""
-    conn = await asyncpg.connect(**asyncpg_dsn(url))
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         big = await _tenant(conn, spec.big_tenant)
         small = await _tenant(conn, spec.small_tenant(0))

@@ -66,10 +66,6 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
 
-    @property
-    def bytes_per_call(self) -> float:
-        return self.data_bytes / self.done if self.done else 0.0
-
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list (0 when empty)."""

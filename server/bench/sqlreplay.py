@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
 from server.bench.h2load import percentile
+from server.db.engine import asyncpg_dsn
 from server.db.statements import Database
 
 
@@ -65,20 +65,6 @@ class Capture:
             return self.current
         finally:
             self.current = None
-
-
-def asyncpg_dsn(sqlalchemy_url: str) -> dict[str, Any]:
-    """asyncpg.connect keyword arguments for a postgresql+asyncpg SQLAlchemy URL."""
-    url = make_url(sqlalchemy_url)
-    query = dict(url.query)
-    kwargs: dict[str, Any] = {
-        "user": url.username,
-        "password": url.password,
-        "database": url.database,
-        "host": query.get("host", url.host),
-        "port": int(str(query.get("port", url.port or 5432))),
-    }
-    return {key: value for key, value in kwargs.items() if value is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +138,7 @@ async def replay(
 
 async def open_pool(sqlalchemy_url: str, size: int) -> asyncpg.Pool:
     """A pool of exactly `size` connections, all opened up front."""
-    pool = await asyncpg.create_pool(**asyncpg_dsn(sqlalchemy_url), min_size=size, max_size=size)
+    pool = await asyncpg.create_pool(asyncpg_dsn(sqlalchemy_url), min_size=size, max_size=size)
     assert pool is not None
     return pool
 

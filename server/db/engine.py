@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import asyncpg
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -53,6 +54,12 @@ def create_engine(
             "server_settings": server_settings,
         },
     )
+
+
+def asyncpg_dsn(url: str) -> str:
+    """A plain libpq/asyncpg DSN for a SQLAlchemy URL (`postgresql+asyncpg://...`), keeping the
+    `?host=/socket/dir` form the embedded server uses."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def loads_json(text: str) -> Any:

@@ -68,11 +68,20 @@ class Transaction:
 
     async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
         """All rows of `statement` with `values` bound."""
-        arguments = statement.arguments(values)
-        for observer in self._observers:
-            observer.statement(statement.sql, arguments)
-        rows: list[asyncpg.Record] = await self._connection.fetch(statement.sql, *arguments)
-        return rows
+        return await _fetch(self._connection, self._observers, statement, values)
+
+
+async def _fetch(
+    connection: asyncpg.Connection,
+    observers: Sequence[StatementObserver],
+    statement: Compiled,
+    values: Mapping[str, Any],
+) -> list[asyncpg.Record]:
+    arguments = statement.arguments(values)
+    for observer in observers:
+        observer.statement(statement.sql, arguments)
+    rows: list[asyncpg.Record] = await connection.fetch(statement.sql, *arguments)
+    return rows
 
 
 class Database:
@@ -101,7 +110,7 @@ class Database:
     async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
         """All rows of one statement, run on its own (one statement sees one snapshot)."""
         async with self._connection() as connection:
-            return await Transaction(connection, self.observers).fetch(statement, values)
+            return await _fetch(connection, self.observers, statement, values)
 
     @asynccontextmanager
     async def transaction(
