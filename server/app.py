@@ -1,5 +1,5 @@
 """Server assembly and lifecycle: the gRPC server with its interceptor, health and reflection,
-TLS, the database engines and their health probe, and graceful shutdown on SIGTERM/SIGINT."""
+TLS, the database pools and their health probe, and graceful shutdown on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.auth import CallerPolicy
 from server.config import Settings
-from server.db.engine import create_engine
 from server.db.statements import Database
 from server.interceptors import ServiceInterceptor
 from server.observability import Metrics
@@ -53,26 +51,31 @@ class App:
 
     async def start(self) -> None:
         """Start serving; health follows the database from the first probe on."""
+        for database in self.databases:
+            await database.open()
         await self.server.start()
         await self.check_database()
         self._probe = asyncio.create_task(self._probe_forever(), name="database-health-probe")
 
     async def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, refuse new calls, and let in-flight calls finish within `grace`."""
+        """Report NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`,
+        then close the database pools."""
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
         await self._set_serving(False)
         await self.server.stop(grace)
+        for database in self.databases:
+            await database.close()
 
     async def check_database(self) -> bool:
-        """Probe every engine once and publish the result as the health status."""
+        """Probe every database once and publish the result as the health status."""
         reachable = True
         for database in self.databases:
             try:
-                async with asyncio.timeout(_PROBE_TIMEOUT), database.engine.connect() as conn:
-                    await conn.exec_driver_sql("SELECT 1")
+                async with asyncio.timeout(_PROBE_TIMEOUT):
+                    await database.ping()
             except Exception as error:  # any failure to answer means "not serving"
                 reachable = False
                 if self._serving is not False:
@@ -102,13 +105,14 @@ class App:
 
 def create_app(
     settings: Settings,
-    engine: AsyncEngine,
+    database_url: str,
     *,
-    read_engine: AsyncEngine | None = None,
+    read_url: str | None = None,
     policy: CallerPolicy | None = None,
     metrics: Metrics | None = None,
 ) -> App:
-    """A ready-to-start server for `engine` (and `read_engine` for reads) bound as configured."""
+    """A ready-to-start server on `database_url` (and `read_url` for reads) bound as configured;
+    its pools open when it starts and close when it stops."""
     server = grpc.aio.server(
         interceptors=[
             ServiceInterceptor(
@@ -125,8 +129,12 @@ def create_app(
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    database = Database(engine)
-    read_database = Database(read_engine) if read_engine is not None else None
+    database = _database(settings, database_url)
+    read_database = _database(settings, read_url) if read_url else None
+    if metrics is not None:
+        metrics.watch_pool("primary", database)
+        if read_database is not None:
+            metrics.watch_pool("replica", read_database)
     pb_grpc.add_SessionMonitoringServicer_to_server(
         SessionMonitoringService(database, read_database=read_database), server
     )
@@ -185,18 +193,13 @@ async def serve(
     metrics_port_offset: int = 0,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then drain: NOT_SERVING, in-flight calls finish, pools close."""
-    engine = _engine(settings, database_url)
-    read_engine = _engine(settings, read_url) if read_url else None
     metrics = None
     if settings.metrics_address is not None:
         metrics = Metrics()
-        metrics.watch_pool("primary", engine)
-        if read_engine is not None:
-            metrics.watch_pool("replica", read_engine)
         host, _, port = settings.metrics_address.rpartition(":")
         bound = metrics.serve(f"{host}:{int(port) + metrics_port_offset}")
         logger.info("metrics on http://%s:%d/metrics", host, bound)
-    app = create_app(settings, engine, read_engine=read_engine, policy=policy, metrics=metrics)
+    app = create_app(settings, database_url, read_url=read_url, policy=policy, metrics=metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -217,14 +220,11 @@ async def serve(
         )
     finally:
         await app.stop(settings.grace_period)
-        await engine.dispose()
-        if read_engine is not None:
-            await read_engine.dispose()
         logger.info("stopped")
 
 
-def _engine(settings: Settings, url: str) -> AsyncEngine:
-    return create_engine(
+def _database(settings: Settings, url: str) -> Database:
+    return Database(
         url,
         pool_size=settings.db_pool_size,
         pool_timeout=settings.db_pool_timeout,

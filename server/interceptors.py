@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_status import rpc_status
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from server.auth import AUTHORIZATION_METADATA_KEY, CallerPolicy
 from server.db.engine import is_unavailable
+from server.db.statements import PoolExhaustedError
 from server.errors import (
     DatabaseBusyError,
     DatabaseUnavailableError,
@@ -234,7 +234,7 @@ def _certificate_identities(context: Context) -> list[str]:
 
 def _classify(error: Exception) -> ServiceError:
     """The status for an unexpected exception; internals go to the log, never to the caller."""
-    if isinstance(error, PoolTimeoutError):
+    if isinstance(error, PoolExhaustedError):
         logger.warning("no database connection free within the pool timeout")
         return DatabaseBusyError()
     if is_unavailable(error):

@@ -11,11 +11,12 @@ import logging
 import re
 import uuid
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
+
+if TYPE_CHECKING:
+    from server.db.statements import Database
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
 # Same alphabet as tenant ids: safe to log and to echo back verbatim.
@@ -128,13 +129,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_pool(self, name: str, engine: AsyncEngine) -> None:
-        """Report `engine`'s pool size and checked-out connections at every scrape."""
-        pool = engine.sync_engine.pool
-        if not isinstance(pool, QueuePool):
-            return
-        self.pool_size.labels(name).set_function(pool.size)
-        self.pool_in_use.labels(name).set_function(pool.checkedout)
+    def watch_pool(self, name: str, database: Database) -> None:
+        """Report `database`'s pool size and checked-out connections at every scrape."""
+        self.pool_size.labels(name).set_function(lambda: database.pool_size)
+        self.pool_in_use.labels(name).set_function(lambda: database.in_use)
 
     def serve(self, address: str) -> int:
         """Expose /metrics on `address` (host:port) from a background thread; returns the port."""

@@ -79,17 +79,14 @@ def issued_statements() -> list[str]:
 
 @pytest.fixture(scope="session")
 async def grpc_target(database_url: str, issued_statements: list[str]) -> AsyncIterator[str]:
-    """host:port of a real SessionMonitoring server (own engine and pool) on a free port.
+    """host:port of a real SessionMonitoring server (its own pool) on a free port.
 
     Every statement it issues is recorded; after the run, one that touches a chat table without
     a bound tenant_id predicate fails the suite (the mechanical isolation guarantee).
     """
-    server_engine = create_engine(database_url, pool_size=10, pool_timeout=5, connect_timeout=5)
-
-    async with serving(server_engine) as app:
+    async with serving(database_url, db_pool_size=10, db_pool_timeout=5) as app:
         app.databases[0].observers.append(StatementLog(issued_statements))
         yield f"127.0.0.1:{app.port}"
-    await server_engine.dispose()
     unscoped = [s for s in issued_statements if not is_tenant_scoped(s)]
     assert not unscoped, f"statements without a tenant_id predicate: {unscoped[:3]}"
 

@@ -11,7 +11,6 @@ from typing import Any, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.app import App, create_app
 from server.auth import CallerPolicy
@@ -59,18 +58,18 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
 
 @asynccontextmanager
 async def serving(
-    engine: AsyncEngine,
+    database_url: str,
     *,
-    read_engine: AsyncEngine | None = None,
+    read_url: str | None = None,
     policy: CallerPolicy | None = None,
     metrics: Metrics | None = None,
     **settings: Any,
 ) -> AsyncIterator[App]:
-    """A real server of our own on a free loopback port, stopped on exit."""
+    """A real server of our own on `database_url` on a free loopback port, stopped on exit."""
     app = create_app(
         load_settings(address="127.0.0.1:0", **settings),
-        engine,
-        read_engine=read_engine,
+        database_url,
+        read_url=read_url,
         policy=policy,
         metrics=metrics,
     )

@@ -17,7 +17,6 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from server.bench import dataset, h2load, processes, scenarios, sqlreplay
 from server.bench.empty_server import PATH as EMPTY_PATH
 from server.bench.scenarios import Scenario
-from server.db.engine import create_engine
 from server.db.statements import Database
 from server.service import SessionMonitoringService
 from server.tenancy import TENANT_METADATA_KEY, bind_tenant, unbind_tenant
@@ -103,9 +102,9 @@ async def _check(stub: pb_grpc.SessionMonitoringStub, run: ScenarioRun, when: st
 
 
 async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
-    """Each scenario's SQL, recorded from one in-process call (after one to warm the engine)."""
-    engine = create_engine(url, pool_size=1, pool_timeout=10, connect_timeout=10)
-    database = Database(engine)
+    """Each scenario's SQL, recorded from one in-process call (after one to warm the pool)."""
+    database = Database(url, pool_size=1, pool_timeout=10, connect_timeout=10)
+    await database.open()
     capture = sqlreplay.Capture(database)
     service = SessionMonitoringService(database)
     runs: list[ScenarioRun] = []
@@ -121,7 +120,7 @@ async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
                 unbind_tenant(token)
             runs.append(ScenarioRun(scenario, transaction))
     finally:
-        await engine.dispose()
+        await database.close()
     return runs
 
 

@@ -1,4 +1,6 @@
-"""The SQLAlchemy async engine, and how to tell "database unreachable" from other failures."""
+"""Connection settings shared by every connection we open, the SQLAlchemy async engine (demo
+data, tools and tests; the serving path runs on `server.db.statements.Database`), and how to
+tell "database unreachable" from other failures."""
 
 from __future__ import annotations
 
@@ -22,22 +24,8 @@ def create_engine(
     pool_size: int,
     pool_timeout: float,
     connect_timeout: float,
-    statement_timeout: float | None = None,
 ) -> AsyncEngine:
-    """An asyncpg-backed engine with a bounded pool.
-
-    `statement_timeout` is PostgreSQL's own backstop: a statement that outlives every call
-    deadline is cancelled by the server even if the client side never gets to cancel it.
-    """
-    server_settings = {
-        "application_name": APPLICATION_NAME,
-        # When a call's deadline passes, its connection is discarded mid-query; asyncpg's cancel
-        # request can lose that race, and a backend waiting on a lock would wait on. This makes
-        # PostgreSQL (14+) notice the closed socket within half a second and abort the query.
-        "client_connection_check_interval": "500",
-    }
-    if statement_timeout is not None:
-        server_settings["statement_timeout"] = str(int(statement_timeout * 1000) + 1000)
+    """An asyncpg-backed SQLAlchemy engine with a bounded pool."""
     return create_async_engine(
         database_url,
         pool_size=pool_size,
@@ -51,9 +39,27 @@ def create_engine(
         hide_parameters=True,
         connect_args={
             "timeout": connect_timeout,
-            "server_settings": server_settings,
+            "server_settings": server_settings(),
         },
     )
+
+
+def server_settings(statement_timeout: float | None = None) -> dict[str, str]:
+    """Session settings every connection of ours starts with.
+
+    `statement_timeout` is PostgreSQL's own backstop: a statement that outlives every call
+    deadline is cancelled by the server even if the client side never gets to cancel it.
+    """
+    settings = {
+        "application_name": APPLICATION_NAME,
+        # When a call's deadline passes, its connection is discarded mid-query; asyncpg's cancel
+        # request can lose that race, and a backend waiting on a lock would wait on. This makes
+        # PostgreSQL (14+) notice the closed socket within half a second and abort the query.
+        "client_connection_check_interval": "500",
+    }
+    if statement_timeout is not None:
+        settings["statement_timeout"] = str(int(statement_timeout * 1000) + 1000)
+    return settings
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import errors, service
-from server.db.engine import APPLICATION_NAME, create_engine
+from server.db.engine import APPLICATION_NAME
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
 
@@ -145,20 +145,13 @@ def _close(session_id: str) -> pb.UpdateSessionStatusRequest:
 async def _own_server(
     database_url: str, **settings: Any
 ) -> AsyncIterator[pb_grpc.SessionMonitoringStub]:
-    """A server of our own with `settings` (its engine's pool sized to match) and a stub on it."""
-    pool_size = settings.get("db_pool_size", 4)
-    pool_timeout = settings.get("db_pool_timeout", 5.0)
-    engine = create_engine(
-        database_url, pool_size=pool_size, pool_timeout=pool_timeout, connect_timeout=5
-    )
-    try:
-        async with (
-            serving(engine, **settings) as app,
-            grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
-        ):
-            yield pb_grpc.SessionMonitoringStub(channel)
-    finally:
-        await engine.dispose()
+    """A server of our own with `settings` (a pool of 4 unless they say otherwise) and a stub."""
+    settings = {"db_pool_size": 4, "db_pool_timeout": 5.0, **settings}
+    async with (
+        serving(database_url, **settings) as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
+        yield pb_grpc.SessionMonitoringStub(channel)
 
 
 async def test_caller_deadline_cancels_a_read_blocked_on_a_table_lock(

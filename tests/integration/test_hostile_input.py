@@ -169,7 +169,7 @@ async def host(database_url: str, started: queue.Queue[Any]) -> None:
                 await seed(factory, owner)
             bystander_metadata = await seed(factory, bystander)
             stop = asyncio.Event()
-            async with serving(engine) as app:
+            async with serving(database_url, db_pool_size=5, db_pool_timeout=10) as app:
                 # Only what the server issues; the seeding INSERTs are ours.
                 app.databases[0].observers.append(StatementLog(statements))
                 server = HostileServer(

@@ -15,11 +15,9 @@ import pytest
 from google.rpc import status_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import errors
 from server.auth import load_policy
-from server.db.engine import create_engine
 from server.observability import JsonFormatter
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
@@ -156,7 +154,7 @@ async def test_no_content_request_text_or_token_reaches_logs_or_errors_for_any_o
 
 
 async def test_a_caller_policy_never_echoes_or_logs_the_presented_token(
-    engine: AsyncEngine, tmp_path: Path, tenant: str, caplog: pytest.LogCaptureFixture
+    database_url: str, tmp_path: Path, tenant: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     known, unknown = marker("known-"), marker("unknown-")
     path = tmp_path / "callers.toml"
@@ -171,7 +169,7 @@ tenants = ["{tenant}"]
     policy = load_policy(path)
     caplog.set_level(logging.DEBUG)
     async with (
-        serving(engine, policy=policy) as app,
+        serving(database_url, policy=policy) as app,
         grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
     ):
         stub = pb_grpc.SessionMonitoringStub(channel)
@@ -219,22 +217,20 @@ async def test_an_unreachable_database_is_reported_without_internals_in_logs_or_
 ) -> None:
     field, token = marker("field-"), marker("token-")
     caplog.set_level(logging.DEBUG)
-    broken = create_engine(UNREACHABLE_DATABASE_URL, pool_size=1, pool_timeout=1, connect_timeout=1)
-    try:
-        async with (
-            serving(broken) as app,
-            grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
-        ):
-            stub = pb_grpc.SessionMonitoringStub(channel)
-            error = await failed(
-                stub.GetSessionDetail(
-                    pb.GetSessionDetailRequest(session_id=field),
-                    metadata=with_credentials(tenant_metadata(tenant), token),
-                    timeout=CALL_TIMEOUT,
-                )
+    async with (
+        serving(
+            UNREACHABLE_DATABASE_URL, db_pool_size=1, db_pool_timeout=1, db_connect_timeout=1
+        ) as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
+        stub = pb_grpc.SessionMonitoringStub(channel)
+        error = await failed(
+            stub.GetSessionDetail(
+                pb.GetSessionDetailRequest(session_id=field),
+                metadata=with_credentials(tenant_metadata(tenant), token),
+                timeout=CALL_TIMEOUT,
             )
-    finally:
-        await broken.dispose()
+        )
 
     assert failure(error).reason == errors.REASON_DATABASE_UNAVAILABLE
     assert_clean_error(error, (field, token, "127.0.0.1:1", "postgres@"))

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import errors
-from server.db.engine import create_engine
+from server.db.statements import Database
 from server.observability import Metrics
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
@@ -220,34 +220,27 @@ async def test_metrics_count_calls_errors_and_latency_and_report_the_pool(
     database_url: str, factory: Factory, tenant: str
 ) -> None:
     pool_size = 3
-    engine = create_engine(database_url, pool_size=pool_size, pool_timeout=5, connect_timeout=5)
     metrics = Metrics()
-    try:
-        async with serving(engine, metrics=metrics) as app:
-            metrics.watch_pool("primary", engine)
-            port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
-            before = await _scrape(port)
-            await factory.session(tenant, "s-1")
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-                stub = pb_grpc.SessionMonitoringStub(channel)
-                md = tenant_metadata(tenant)
-                for _ in range(3):
-                    await stub.ListSessions(pb.ListSessionsRequest(), metadata=md)
-                await stub.GetSessionDetail(
-                    pb.GetSessionDetailRequest(session_id="s-1"), metadata=md
-                )
-                for _ in range(2):
-                    with pytest.raises(grpc.aio.AioRpcError) as missing:
-                        await stub.GetSessionDetail(
-                            pb.GetSessionDetailRequest(session_id="missing"), metadata=md
-                        )
-                    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
-                with pytest.raises(grpc.aio.AioRpcError) as invalid:
-                    await stub.ListSessions(pb.ListSessionsRequest(page_size=1000), metadata=md)
-                assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            after = await _scrape(port)
-    finally:
-        await engine.dispose()
+    async with serving(database_url, metrics=metrics, db_pool_size=pool_size) as app:
+        port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
+        before = await _scrape(port)
+        await factory.session(tenant, "s-1")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.SessionMonitoringStub(channel)
+            md = tenant_metadata(tenant)
+            for _ in range(3):
+                await stub.ListSessions(pb.ListSessionsRequest(), metadata=md)
+            await stub.GetSessionDetail(pb.GetSessionDetailRequest(session_id="s-1"), metadata=md)
+            for _ in range(2):
+                with pytest.raises(grpc.aio.AioRpcError) as missing:
+                    await stub.GetSessionDetail(
+                        pb.GetSessionDetailRequest(session_id="missing"), metadata=md
+                    )
+                assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                await stub.ListSessions(pb.ListSessionsRequest(page_size=1000), metadata=md)
+            assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        after = await _scrape(port)
 
     def moved(name: str, **labels: str) -> float:
         return _sample(after, name, **labels) - _sample(before, name, **labels)
@@ -281,37 +274,32 @@ async def test_metrics_count_calls_errors_and_latency_and_report_the_pool(
 async def test_metrics_show_a_call_in_flight_and_its_connection_in_use_while_it_waits(
     database_url: str, engine: AsyncEngine, factory: Factory, tenant: str
 ) -> None:
-    server_engine = create_engine(database_url, pool_size=2, pool_timeout=5, connect_timeout=5)
     metrics = Metrics()
     await factory.session(tenant, "held")
-    try:
-        async with serving(server_engine, metrics=metrics) as app:
-            metrics.watch_pool("primary", server_engine)
-            port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
-            async with (
-                engine.connect() as blocker,
-                grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
-            ):
-                # Our row lock keeps the server's UPDATE waiting, so the call stays in flight.
-                await blocker.execute(
-                    text("SELECT 1 FROM chat_sessions WHERE tenant_id = :t FOR UPDATE"),
-                    {"t": tenant},
+    async with serving(database_url, metrics=metrics, db_pool_size=2) as app:
+        port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
+        async with (
+            engine.connect() as blocker,
+            grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+        ):
+            # Our row lock keeps the server's UPDATE waiting, so the call stays in flight.
+            await blocker.execute(
+                text("SELECT 1 FROM chat_sessions WHERE tenant_id = :t FOR UPDATE"),
+                {"t": tenant},
+            )
+            call = asyncio.ensure_future(
+                pb_grpc.SessionMonitoringStub(channel).UpdateSessionStatus(
+                    pb.UpdateSessionStatusRequest(
+                        session_id="held", status=pb.SESSION_STATUS_CLOSED
+                    ),
+                    metadata=tenant_metadata(tenant),
                 )
-                call = asyncio.ensure_future(
-                    pb_grpc.SessionMonitoringStub(channel).UpdateSessionStatus(
-                        pb.UpdateSessionStatusRequest(
-                            session_id="held", status=pb.SESSION_STATUS_CLOSED
-                        ),
-                        metadata=tenant_metadata(tenant),
-                    )
-                )
-                await _wait_for_lock_waiter(engine)
-                during = await _scrape(port)
-                await blocker.rollback()
-                assert (await call).session.status == pb.SESSION_STATUS_CLOSED
-            after = await _scrape(port)
-    finally:
-        await server_engine.dispose()
+            )
+            await _wait_for_lock_waiter(engine)
+            during = await _scrape(port)
+            await blocker.rollback()
+            assert (await call).session.status == pb.SESSION_STATUS_CLOSED
+        after = await _scrape(port)
     assert _sample(during, "sessionmonitoring_rpc_in_flight") == 1
     assert _sample(during, "sessionmonitoring_db_pool_in_use", pool="primary") == 1
     assert _sample(after, "sessionmonitoring_rpc_in_flight") == 0
@@ -340,14 +328,12 @@ async def _wait_for_lock_waiter(engine: AsyncEngine) -> None:
 
 
 async def test_metric_names_follow_prometheus_conventions(database_url: str) -> None:
-    engine = create_engine(database_url, pool_size=1, pool_timeout=5, connect_timeout=5)
     metrics = Metrics()
-    try:
-        metrics.watch_pool("primary", engine)
-        port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
-        exposition = await _scrape(port)
-    finally:
-        await engine.dispose()
+    metrics.watch_pool(
+        "primary", Database(database_url, pool_size=1, pool_timeout=5, connect_timeout=5)
+    )
+    port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
+    exposition = await _scrape(port)
     families = {family.name: family.type for family in text_string_to_metric_families(exposition)}
     assert families["sessionmonitoring_rpc_calls"] == "counter"
     assert families["sessionmonitoring_rpc_errors"] == "counter"
@@ -360,18 +346,14 @@ async def test_metric_names_follow_prometheus_conventions(database_url: str) -> 
 
 
 async def test_metrics_count_a_call_that_has_no_tenant(database_url: str) -> None:
-    engine = create_engine(database_url, pool_size=1, pool_timeout=5, connect_timeout=5)
     metrics = Metrics()
-    try:
-        async with serving(engine, metrics=metrics) as app:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-                stub = pb_grpc.SessionMonitoringStub(channel)
-                with pytest.raises(grpc.aio.AioRpcError) as raised:
-                    await stub.ListSessions(pb.ListSessionsRequest())
-            port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
-            exposition = await _scrape(port)
-    finally:
-        await engine.dispose()
+    async with serving(database_url, metrics=metrics, db_pool_size=1) as app:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            stub = pb_grpc.SessionMonitoringStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.ListSessions(pb.ListSessionsRequest())
+        port = await asyncio.to_thread(metrics.serve, "127.0.0.1:0")
+        exposition = await _scrape(port)
     code = raised.value.code().name
     assert failure(raised.value).reason == errors.REASON_MISSING_TENANT_ID
     assert (

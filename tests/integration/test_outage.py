@@ -123,7 +123,13 @@ async def test_database_outage_fails_calls_fast_and_the_same_server_recovers(
         await asyncio.to_thread(upgrade_to_head, url)
         await Factory(engine).session(tenant, "s-1")
         async with (
-            serving(engine, health_check_interval=0.2, db_connect_timeout=2) as app,
+            serving(
+                url,
+                health_check_interval=0.2,
+                db_pool_size=2,
+                db_pool_timeout=2,
+                db_connect_timeout=2,
+            ) as app,
             grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
         ):
             stub = pb_grpc.SessionMonitoringStub(channel)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db.engine import create_engine
 from server.demo import insert_demo_data
 from tests.helpers import serving
 
@@ -32,10 +31,8 @@ async def demo_target(database_url: str, engine: AsyncEngine) -> AsyncIterator[s
     """A server over the test database holding the demo tenants (nobody else uses them)."""
     async with engine.begin() as conn:
         await insert_demo_data(conn)
-    server_engine = create_engine(database_url, pool_size=2, pool_timeout=5, connect_timeout=5)
-    async with serving(server_engine) as app:
+    async with serving(database_url, db_pool_size=2, db_pool_timeout=5) as app:
         yield f"127.0.0.1:{app.port}"
-    await server_engine.dispose()
 
 
 def test_the_readme_session_has_commands_for_every_rpc_and_an_error() -> None:

@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from server import errors
 from server.app import App
 from server.db.embedded import start_embedded_postgres
-from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
@@ -201,25 +200,25 @@ class Replicated:
 
 @pytest.fixture
 async def replicated(cluster: Cluster) -> AsyncIterator[Replicated]:
-    server_primary = create_engine(
-        cluster.primary_url, pool_size=2, pool_timeout=5, connect_timeout=5
-    )
-    server_replica = create_engine(
-        cluster.replica_url, pool_size=2, pool_timeout=5, connect_timeout=5
-    )
     # The test's own connections, apart from the server's pools.
     primary = create_async_engine(cluster.primary_url, isolation_level="AUTOCOMMIT")
     replica = create_async_engine(cluster.replica_url, isolation_level="AUTOCOMMIT")
     try:
         async with (
-            serving(server_primary, read_engine=server_replica) as app,
+            serving(
+                cluster.primary_url,
+                read_url=cluster.replica_url,
+                db_pool_size=2,
+                db_pool_timeout=5,
+                db_connect_timeout=5,
+            ) as app,
             grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
         ):
             yield Replicated(
                 app, pb_grpc.SessionMonitoringStub(channel), primary, replica, Factory(primary)
             )
     finally:
-        for engine in (server_primary, server_replica, primary, replica):
+        for engine in (primary, replica):
             await engine.dispose()
 
 

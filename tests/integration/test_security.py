@@ -19,7 +19,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.app import create_app
 from server.auth import CallerPolicy, load_policy
@@ -106,21 +105,21 @@ def _tls(pki: Pki, *, client_ca: bool = False) -> dict[str, Any]:
 
 
 async def test_a_tls_server_answers_a_client_that_trusts_its_ca(
-    engine: AsyncEngine, factory: Factory, tenant: str, pki: Pki
+    database_url: str, factory: Factory, tenant: str, pki: Pki
 ) -> None:
     await factory.sessions(tenant, 2)
-    async with serving(engine, **_tls(pki)) as app:
+    async with serving(database_url, **_tls(pki)) as app:
         response = await _list_over_tls(app.port, pki, tenant)
     assert response.pagination.total == 2
     assert {session.tenant_id for session in response.sessions} == {tenant}
 
 
 async def test_a_tls_server_matches_its_ip_address_san_when_named_by_ip(
-    engine: AsyncEngine, factory: Factory, tenant: str, pki: Pki
+    database_url: str, factory: Factory, tenant: str, pki: Pki
 ) -> None:
     await factory.sessions(tenant, 1)
     async with (
-        serving(engine, **_tls(pki)) as app,
+        serving(database_url, **_tls(pki)) as app,
         grpc.aio.secure_channel(f"{SERVER_IP}:{app.port}", _credentials(pki)) as channel,
     ):
         response = await _list(channel, tenant)
@@ -128,10 +127,10 @@ async def test_a_tls_server_matches_its_ip_address_san_when_named_by_ip(
 
 
 async def test_a_plaintext_client_cannot_call_a_tls_server(
-    engine: AsyncEngine, tenant: str, pki: Pki
+    database_url: str, tenant: str, pki: Pki
 ) -> None:
     async with (
-        serving(engine, **_tls(pki)) as app,
+        serving(database_url, **_tls(pki)) as app,
         grpc.aio.insecure_channel(f"{SERVER_IP}:{app.port}") as channel,
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -140,10 +139,10 @@ async def test_a_plaintext_client_cannot_call_a_tls_server(
 
 
 async def test_a_client_that_does_not_trust_the_server_ca_is_refused(
-    engine: AsyncEngine, tenant: str, pki: Pki, other_authority: CertificateAuthority
+    database_url: str, tenant: str, pki: Pki, other_authority: CertificateAuthority
 ) -> None:
     untrusting = Pki(other_authority, pki.server)
-    async with serving(engine, **_tls(pki)) as app:
+    async with serving(database_url, **_tls(pki)) as app:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await _list_over_tls(app.port, untrusting, tenant)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -190,10 +189,10 @@ def _grpcurl_list_sessions(tenant: str, port: int, *tls: str) -> tuple[str, ...]
 
 
 async def test_grpcurl_calls_a_tls_server_that_it_verifies_with_the_ca(
-    engine: AsyncEngine, factory: Factory, tenant: str, pki: Pki
+    database_url: str, factory: Factory, tenant: str, pki: Pki
 ) -> None:
     newest_first = await factory.sessions(tenant, 2)
-    async with serving(engine, **_tls(pki)) as app:
+    async with serving(database_url, **_tls(pki)) as app:
         verified = await _grpcurl(
             *_grpcurl_list_sessions(tenant, app.port, "-cacert", str(pki.authority.cert_file))
         )
@@ -208,41 +207,41 @@ async def test_grpcurl_calls_a_tls_server_that_it_verifies_with_the_ca(
 
 
 async def test_mutual_tls_refuses_a_client_without_a_certificate(
-    engine: AsyncEngine, tenant: str, pki: Pki
+    database_url: str, tenant: str, pki: Pki
 ) -> None:
-    async with serving(engine, **_tls(pki, client_ca=True)) as app:
+    async with serving(database_url, **_tls(pki, client_ca=True)) as app:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await _list_over_tls(app.port, pki, tenant)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_mutual_tls_accepts_a_client_certificate_signed_by_the_client_ca(
-    engine: AsyncEngine, factory: Factory, tenant: str, pki: Pki
+    database_url: str, factory: Factory, tenant: str, pki: Pki
 ) -> None:
     await factory.sessions(tenant, 3)
     client = pki.authority.client("reporting", ["reporting.internal"])
-    async with serving(engine, **_tls(pki, client_ca=True)) as app:
+    async with serving(database_url, **_tls(pki, client_ca=True)) as app:
         response = await _list_over_tls(app.port, pki, tenant, client=client)
     assert response.pagination.total == 3
 
 
 async def test_mutual_tls_refuses_a_client_certificate_from_another_ca(
-    engine: AsyncEngine, tenant: str, pki: Pki, other_authority: CertificateAuthority
+    database_url: str, tenant: str, pki: Pki, other_authority: CertificateAuthority
 ) -> None:
     stranger = other_authority.client("stranger")
-    async with serving(engine, **_tls(pki, client_ca=True)) as app:
+    async with serving(database_url, **_tls(pki, client_ca=True)) as app:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await _list_over_tls(app.port, pki, tenant, client=stranger)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_grpcurl_calls_a_mutual_tls_server_with_a_client_certificate(
-    engine: AsyncEngine, factory: Factory, tenant: str, pki: Pki
+    database_url: str, factory: Factory, tenant: str, pki: Pki
 ) -> None:
     newest_first = await factory.sessions(tenant, 2)
     client = pki.authority.client("grpcurl")
     ca = str(pki.authority.cert_file)
-    async with serving(engine, **_tls(pki, client_ca=True)) as app:
+    async with serving(database_url, **_tls(pki, client_ca=True)) as app:
         with_cert = await _grpcurl(
             *_grpcurl_list_sessions(
                 tenant,
@@ -289,7 +288,7 @@ class TokenServer:
 
 @pytest.fixture
 async def token_server(
-    engine: AsyncEngine, tmp_path: Path, tenant: str
+    database_url: str, tmp_path: Path, tenant: str
 ) -> AsyncIterator[TokenServer]:
     token, admin_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     policy = _policy(
@@ -307,7 +306,7 @@ tenants = ["*"]
 """,
     )
     async with (
-        serving(engine, policy=policy) as app,
+        serving(database_url, policy=policy) as app,
         grpc.aio.insecure_channel(f"{SERVER_IP}:{app.port}") as channel,
     ):
         yield TokenServer(channel, token, admin_token)
@@ -434,7 +433,7 @@ class CertificateServer:
 
 @pytest.fixture
 async def certificate_server(
-    engine: AsyncEngine, tmp_path: Path, tenant: str, pki: Pki
+    database_url: str, tmp_path: Path, tenant: str, pki: Pki
 ) -> AsyncIterator[CertificateServer]:
     policy = _policy(
         tmp_path,
@@ -450,7 +449,7 @@ certificate_identities = ["reports.internal"]
 tenants = ["{_other_tenant(tenant)}"]
 """,
     )
-    async with serving(engine, policy=policy, **_tls(pki, client_ca=True)) as app:
+    async with serving(database_url, policy=policy, **_tls(pki, client_ca=True)) as app:
         yield CertificateServer(app.port, pki)
 
 
@@ -554,28 +553,28 @@ async def test_serve_exits_2_with_one_line_for_a_bad_policy_file(
 
 
 async def test_plaintext_on_a_non_loopback_address_logs_a_warning(
-    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+    database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="server.app"):
-        app = create_app(load_settings(address="0.0.0.0:0"), engine)
+        app = create_app(load_settings(address="0.0.0.0:0"), database_url)
         await app.stop(0)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert any("PLAINTEXT" in r.getMessage() for r in warnings), caplog.text
 
 
 async def test_plaintext_on_loopback_logs_no_warning(
-    engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+    database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="server.app"):
-        async with serving(engine):
+        async with serving(database_url):
             pass
     assert not any("PLAINTEXT" in r.getMessage() for r in caplog.records), caplog.text
 
 
 async def test_tls_on_a_non_loopback_address_logs_no_plaintext_warning(
-    engine: AsyncEngine, caplog: pytest.LogCaptureFixture, pki: Pki
+    database_url: str, caplog: pytest.LogCaptureFixture, pki: Pki
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="server.app"):
-        app = create_app(load_settings(address="0.0.0.0:0", **_tls(pki)), engine)
+        app = create_app(load_settings(address="0.0.0.0:0", **_tls(pki)), database_url)
         await app.stop(0)
     assert not any("PLAINTEXT" in r.getMessage() for r in caplog.records), caplog.text

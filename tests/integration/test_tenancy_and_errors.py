@@ -16,7 +16,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server import errors
-from server.db.engine import create_engine
 from tests.factories import BASE_TIME, Factory, tenant_metadata
 from tests.helpers import RpcFailure, failure, serving
 
@@ -445,15 +444,11 @@ async def test_a_255_character_session_id_is_valid_and_simply_not_found(
 @asynccontextmanager
 async def standalone_server(database_url: str) -> AsyncIterator[pb_grpc.SessionMonitoringStub]:
     """A second server of our own over `database_url`, reached over its own channel."""
-    engine = create_engine(database_url, pool_size=2, pool_timeout=2, connect_timeout=2)
-    try:
-        async with (
-            serving(engine) as app,
-            grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
-        ):
-            yield pb_grpc.SessionMonitoringStub(channel)
-    finally:
-        await engine.dispose()
+    async with (
+        serving(database_url, db_pool_size=2, db_pool_timeout=2, db_connect_timeout=2) as app,
+        grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel,
+    ):
+        yield pb_grpc.SessionMonitoringStub(channel)
 
 
 @rpc_names
