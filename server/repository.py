@@ -44,7 +44,7 @@ from server.db.models import (
     session_counts_table,
     sessions_table,
 )
-from server.db.statements import Compiled, Database, Transaction, compile_statement
+from server.db.statements import Compiled, Database, Executor, Transaction, compile_statement
 from server.validation import SessionFilters
 
 _s = sessions_table.c
@@ -374,9 +374,9 @@ _GET_SESSION = compile_statement(
 )
 
 
-async def get_session(tx: Transaction, *, tenant_id: str, session_id: str) -> SessionRow | None:
+async def get_session(db: Executor, *, tenant_id: str, session_id: str) -> SessionRow | None:
     """The tenant's session `session_id`, or None."""
-    rows = await tx.fetch(_GET_SESSION, {"tenant_id": tenant_id, "session_id": session_id})
+    rows = await db.fetch(_GET_SESSION, {"tenant_id": tenant_id, "session_id": session_id})
     return _session_row(rows[0]) if rows else None
 
 
@@ -485,11 +485,11 @@ _UPDATE_STATUS = compile_statement(
 
 
 async def set_session_status(
-    tx: Transaction, *, tenant_id: str, session_id: str, status: str
+    db: Executor, *, tenant_id: str, session_id: str, status: str
 ) -> SessionRow | None:
     """Set the session's stored status; None when no row changed (absent, same status, or
     metadata that is not an object)."""
-    rows = await tx.fetch(
+    rows = await db.fetch(
         _UPDATE_STATUS, {"tenant_id": tenant_id, "session_id": session_id, "status": status}
     )
     return _session_row(rows[0]) if rows else None

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
@@ -20,9 +21,9 @@ from server import convert, counting, cursor, repository, status, validation
 from server.db.engine import is_retryable_conflict
 from server.db.statements import Database, Transaction
 from server.errors import ConflictError, SessionMetadataNotObjectError, SessionNotFoundError
-from server.jsonvalue import to_struct
+from server.jsonvalue import fill_struct
 from server.tenancy import current_tenant
-from server.trace import TracedMessage, build_trace
+from server.trace import TracedMessage, add_to_trace
 
 Context = grpc.aio.ServicerContext[Any, Any]
 logger = logging.getLogger(__name__)
@@ -79,8 +80,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
                 kind=cursor.KIND_SESSIONS,
                 query_fingerprint=query.fingerprint,
             )
-        return pb.ListSessionsResponse(
-            sessions=[convert.session(row) for row in rows],
+        response = pb.ListSessionsResponse(
             pagination=pb.Pagination(
                 page=query.page,
                 page_size=query.page_size,
@@ -89,6 +89,10 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             ),
             next_page_token=next_page_token,
         )
+        sessions = response.sessions
+        for row in rows:
+            convert.fill_session(sessions.add(), row)
+        return response
 
     async def _seek_page(
         self,
@@ -136,23 +140,11 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         )
         if session is None:
             raise SessionNotFoundError()
-        response = pb.GetSessionDetailResponse(session=convert.session(session))
+        response = pb.GetSessionDetailResponse()
+        convert.fill_session(response.session, session)
         if isinstance(session.metadata, dict):
-            response.metadata.CopyFrom(to_struct(session.metadata))
-        budget = RESPONSE_BYTES_BUDGET - response.ByteSize()
-        kept = 0
-        for row in messages[: query.page_size]:
-            message = convert.message(row)
-            trace = build_trace([TracedMessage(row.id, row.role, row.metadata)])
-            size = message.ByteSize() + trace.ByteSize()
-            # Stop early rather than exceed what a default client can receive; a page always
-            # holds at least one message, so paging always makes progress.
-            if kept and size > budget:
-                break
-            budget -= size
-            kept += 1
-            response.messages.append(message)
-            response.trace.MergeFrom(trace)
+            fill_struct(response.metadata, session.metadata)
+        kept = _fill_page(response, messages[: query.page_size])
         if kept < len(messages):
             last = messages[kept - 1]
             page = query.after.page + 1 if query.after else 2
@@ -179,25 +171,64 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
                 logger.info("update conflicted (attempt %d), retrying", attempt)
                 await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 -- jitter
             else:
-                return pb.UpdateSessionStatusResponse(session=convert.session(row))
+                response = pb.UpdateSessionStatusResponse()
+                convert.fill_session(response.session, row)
+                return response
         raise AssertionError("unreachable: the loop returns or raises")
 
     async def _update_status(
         self, tenant_id: str, update: validation.StatusUpdate
     ) -> repository.SessionRow:
-        async with self._database.transaction() as tx:
-            row = await repository.set_session_status(
-                tx, tenant_id=tenant_id, session_id=update.session_id, status=update.status
-            )
-            if row is not None:
-                return row
-            # Nothing changed: find out whether that is success (already in that status) or an
-            # error, reading the row in the same transaction.
-            row = await repository.get_session(
-                tx, tenant_id=tenant_id, session_id=update.session_id
-            )
-            if row is None:
-                raise SessionNotFoundError()
-            if not status.accepts_status_update(row.metadata):
-                raise SessionMetadataNotObjectError()
+        # The UPDATE is one atomic statement, so it needs no transaction around it (which would
+        # cost two more round trips per call).
+        row = await repository.set_session_status(
+            self._database, tenant_id=tenant_id, session_id=update.session_id, status=update.status
+        )
+        if row is not None:
             return row
+        # Nothing changed: find out whether that is success (already in that status) or an
+        # error. A fresh read sees the newest committed row, as a second statement of a
+        # READ COMMITTED transaction would.
+        row = await repository.get_session(
+            self._database, tenant_id=tenant_id, session_id=update.session_id
+        )
+        if row is None:
+            raise SessionNotFoundError()
+        if not status.accepts_status_update(row.metadata):
+            raise SessionMetadataNotObjectError()
+        return row
+
+
+def _fill_page(response: pb.GetSessionDetailResponse, rows: list[repository.MessageRow]) -> int:
+    """Add `rows` and their trace to `response` while it stays within RESPONSE_BYTES_BUDGET;
+    return how many were added. A page always holds at least one message, so paging always
+    makes progress, and stops early rather than exceed what a default client can receive."""
+    budget = RESPONSE_BYTES_BUDGET - response.ByteSize()
+    messages, trace = response.messages, response.trace
+    parts: tuple[RepeatedCompositeFieldContainer[Any], ...] = (
+        trace.retrieval,
+        trace.tools,
+        trace.errors,
+    )
+    for kept, row in enumerate(rows):
+        before = [len(part) for part in parts]
+        message = messages.add()
+        convert.fill_message(message, row)
+        add_to_trace(trace, TracedMessage(row.id, row.role, row.metadata))
+        # Each entry's own size plus its field tag and length prefix (at most 1 + 5 bytes).
+        size = (
+            message.ByteSize()
+            + 6
+            + sum(
+                entry.ByteSize() + 6
+                for part, start in zip(parts, before, strict=True)
+                for entry in part[start:]
+            )
+        )
+        if kept and size > budget:
+            del messages[-1]
+            for part, start in zip(parts, before, strict=True):
+                del part[start:]
+            return kept
+        budget -= size
+    return len(rows)

@@ -7,13 +7,12 @@ never fails the call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
-from server.jsonvalue import to_struct, to_value
+from server.jsonvalue import fill_struct, fill_value
 
 ASSISTANT_ROLE = "assistant"
 _TOOL_STATUSES: dict[str, pb.ToolCallStatus] = {
@@ -31,27 +30,18 @@ class TracedMessage:
     metadata: Any
 
 
-def build_trace(messages: Iterable[TracedMessage]) -> pb.Trace:
-    """The trace of `messages`, in message order."""
-    trace = pb.Trace()
-    for message in messages:
-        if message.role != ASSISTANT_ROLE or not isinstance(message.metadata, dict):
-            continue
-        metadata = message.metadata
-        for item in _as_list(metadata.get("retrieval")):
-            hit = _retrieval_hit(message.id, item)
-            if hit is not None:
-                trace.retrieval.append(hit)
-        for item in _as_list(metadata.get("tool_calls")):
-            call = _tool_call(message.id, item)
-            if call is not None:
-                trace.tools.append(call)
-        error = metadata.get("error")
-        for item in error if isinstance(error, list) else [error]:
-            trace_error = _trace_error(message.id, item)
-            if trace_error is not None:
-                trace.errors.append(trace_error)
-    return trace
+def add_to_trace(trace: pb.Trace, message: TracedMessage) -> None:
+    """Append what `message` retrieved, called and failed to `trace`, in place."""
+    if message.role != ASSISTANT_ROLE or not isinstance(message.metadata, dict):
+        return
+    metadata = message.metadata
+    for item in _as_list(metadata.get("retrieval")):
+        _add_retrieval_hit(trace, message.id, item)
+    for item in _as_list(metadata.get("tool_calls")):
+        _add_tool_call(trace, message.id, item)
+    error = metadata.get("error")
+    for item in error if isinstance(error, list) else [error]:
+        _add_trace_error(trace, message.id, item)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -76,15 +66,15 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _retrieval_hit(message_id: int, item: Any) -> pb.RetrievalHit | None:
+def _add_retrieval_hit(trace: pb.Trace, message_id: int, item: Any) -> None:
     if not isinstance(item, dict):
-        return None
+        return
     source, document_id, chunk_id, content = (
         _text(item.get(name)) for name in ("source", "document_id", "chunk_id", "content")
     )
     if source is None and document_id is None and chunk_id is None and content is None:
-        return None
-    hit = pb.RetrievalHit(
+        return
+    hit = trace.retrieval.add(
         message_id=message_id,
         source=source or "",
         document_id=document_id or "",
@@ -94,16 +84,15 @@ def _retrieval_hit(message_id: int, item: Any) -> pb.RetrievalHit | None:
     score = _number(item.get("score"))
     if score is not None:
         hit.score = score
-    return hit
 
 
-def _tool_call(message_id: int, item: Any) -> pb.ToolCall | None:
+def _add_tool_call(trace: pb.Trace, message_id: int, item: Any) -> None:
     if not isinstance(item, dict):
-        return None
+        return
     name = _text(item.get("name"))
     if name is None:
-        return None  # a tool call without a tool name says nothing useful
-    call = pb.ToolCall(
+        return  # a tool call without a tool name says nothing useful
+    call = trace.tools.add(
         message_id=message_id,
         id=_text(item.get("id")) or "",
         name=name,
@@ -111,9 +100,9 @@ def _tool_call(message_id: int, item: Any) -> pb.ToolCall | None:
     )
     arguments = item.get("arguments")
     if isinstance(arguments, dict):
-        call.arguments.CopyFrom(to_struct(arguments))
+        fill_struct(call.arguments, arguments)
     if "result" in item:
-        call.result.CopyFrom(to_value(item["result"]))
+        fill_value(call.result, item["result"])
     latency = _number(item.get("latency_ms"))
     if latency is not None:
         call.latency_ms = latency
@@ -121,13 +110,12 @@ def _tool_call(message_id: int, item: Any) -> pb.ToolCall | None:
     if isinstance(error, dict):
         error = error.get("message")
     call.error = _text(error) or ""
-    return call
 
 
-def _trace_error(message_id: int, item: Any) -> pb.TraceError | None:
+def _add_trace_error(trace: pb.Trace, message_id: int, item: Any) -> None:
     if not isinstance(item, dict):
-        return None
+        return
     code, text = _text(item.get("code")), _text(item.get("message"))
     if code is None and text is None:
-        return None
-    return pb.TraceError(message_id=message_id, code=code or "", message=text or "")
+        return
+    trace.errors.add(message_id=message_id, code=code or "", message=text or "")

@@ -9,7 +9,19 @@ from typing import Any
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from server.jsonvalue import MAX_DEPTH, TRUNCATED, to_struct, to_value
+from server.jsonvalue import MAX_DEPTH, TRUNCATED, fill_struct, fill_value
+
+
+def to_value(data: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    fill_value(value, data)
+    return value
+
+
+def to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    fill_struct(struct, data)
+    return struct
 
 
 def _nested_lists(levels: int) -> Any:
@@ -42,6 +54,17 @@ def _innermost_of_struct(struct: struct_pb2.Struct) -> tuple[int, struct_pb2.Val
         value = value.struct_value.fields["k"]
         levels += 1
     return levels, value
+
+
+def test_empty_objects_and_lists_keep_their_kind_even_when_nested() -> None:
+    assert to_value({}).WhichOneof("kind") == "struct_value"
+    assert to_value([]).WhichOneof("kind") == "list_value"
+    nested = to_struct({"o": {}, "l": [], "ll": [[]]})
+    assert json_format.MessageToDict(nested) == {"o": {}, "l": [], "ll": [[]]}
+    # Filled in place over an existing message, the result is the same as a fresh one.
+    target = struct_pb2.Value()
+    fill_value(target.struct_value.fields["x"], [])
+    assert json_format.MessageToDict(target) == {"x": []}
 
 
 def test_json_scalars_map_to_their_value_kinds() -> None:

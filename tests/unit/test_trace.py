@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
-from server.trace import TracedMessage, build_trace
+from server.trace import TracedMessage, add_to_trace
+
+
+def build_trace(messages: Iterable[TracedMessage]) -> pb.Trace:
+    trace = pb.Trace()
+    for message in messages:
+        add_to_trace(trace, message)
+    return trace
 
 
 def _assistant(message_id: int, metadata: Any) -> TracedMessage:
