@@ -367,19 +367,6 @@ async def list_sessions(
     return [_session_row(row) for row in await tx.fetch(statement, params)]
 
 
-_GET_SESSION = compile_statement(
-    select(
-        *(_s[name] for name in _SESSION_COLUMNS), _message_count(_s.tenant_id, _s.session_id)
-    ).where(_s.tenant_id == _TENANT, _s.session_id == _SESSION)
-)
-
-
-async def get_session(db: Executor, *, tenant_id: str, session_id: str) -> SessionRow | None:
-    """The tenant's session `session_id`, or None."""
-    rows = await db.fetch(_GET_SESSION, {"tenant_id": tenant_id, "session_id": session_id})
-    return _session_row(rows[0]) if rows else None
-
-
 _MESSAGE_COLUMNS = ("id", "role", "content", "metadata", "created_at")
 
 
@@ -452,44 +439,76 @@ async def session_detail(
 # endTime is stamped when a session becomes closed/expired from any other status, kept when it
 # moves between closed and expired, and removed when it becomes active again. Rows already in the
 # requested status, and rows whose metadata is not an object, are not touched.
+#
+# When nothing was updated, the same statement reads the row as it stands, so a no-op costs one
+# round trip too. FOR SHARE makes that read return the newest committed version (READ COMMITTED
+# follows the update chain for locking reads), so it never reports the pre-snapshot status that a
+# concurrent writer has just changed; FOR KEY SHARE would not, since it does not conflict with
+# the writer's non-key update and keeps the old version (tests/integration/test_faults.py).
 _STATUS_OF_S = EFFECTIVE_STATUS_SQL.replace("metadata", "s.metadata")
 _UPDATE_STATUS = compile_statement(
     text(
         # Only module constants are interpolated; every value is a bind parameter.
         f"""
-    UPDATE chat_sessions AS s SET
-      metadata = CASE
-        WHEN CAST(:status AS text) = 'active'
-          THEN (COALESCE(NULLIF(s.metadata, 'null'::jsonb), '{{}}'::jsonb) - 'endTime')
-               || jsonb_build_object('status', 'active')
-        ELSE COALESCE(NULLIF(s.metadata, 'null'::jsonb), '{{}}'::jsonb) || jsonb_build_object(
-          'status', CAST(:status AS text),
-          'endTime', CASE
-            WHEN COALESCE(s.metadata ->> 'status', 'active') IN ('closed', 'expired')
-                 AND s.metadata ? 'endTime'
-              THEN s.metadata -> 'endTime'
-            ELSE to_jsonb(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
-          END)
-      END,
-      updated_at = now()
-    WHERE s.tenant_id = :tenant_id
-      AND s.session_id = :session_id
-      AND {_STATUS_OF_S} IS DISTINCT FROM CAST(:status AS text)
-      AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) IN ('object', 'null'))
-    RETURNING s.tenant_id, s.session_id, s.channel_type, s.metadata, s.created_at, s.updated_at,
-      COALESCE((SELECT n FROM chat_session_message_counts AS m
-        WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0) AS message_count
+    WITH updated AS (
+      UPDATE chat_sessions AS s SET
+        metadata = CASE
+          WHEN CAST(:status AS text) = 'active'
+            THEN (COALESCE(NULLIF(s.metadata, 'null'::jsonb), '{{}}'::jsonb) - 'endTime')
+                 || jsonb_build_object('status', 'active')
+          ELSE COALESCE(NULLIF(s.metadata, 'null'::jsonb), '{{}}'::jsonb) || jsonb_build_object(
+            'status', CAST(:status AS text),
+            'endTime', CASE
+              WHEN COALESCE(s.metadata ->> 'status', 'active') IN ('closed', 'expired')
+                   AND s.metadata ? 'endTime'
+                THEN s.metadata -> 'endTime'
+              ELSE to_jsonb(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+            END)
+        END,
+        updated_at = now()
+      WHERE s.tenant_id = :tenant_id
+        AND s.session_id = :session_id
+        AND {_STATUS_OF_S} IS DISTINCT FROM CAST(:status AS text)
+        AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) IN ('object', 'null'))
+      RETURNING s.tenant_id, s.session_id, s.channel_type, s.metadata, s.created_at, s.updated_at
+    ), unchanged AS (
+      SELECT c.tenant_id, c.session_id, c.channel_type, c.metadata, c.created_at, c.updated_at
+      FROM chat_sessions AS c
+      WHERE c.tenant_id = :tenant_id
+        AND c.session_id = :session_id
+        AND NOT EXISTS (SELECT FROM updated)
+      FOR SHARE
+    ), result AS (
+      SELECT true AS changed, * FROM updated
+      UNION ALL
+      SELECT false, * FROM unchanged
+    )
+    SELECT r.changed, r.tenant_id, r.session_id, r.channel_type, r.metadata, r.created_at,
+      r.updated_at, COALESCE((SELECT n FROM chat_session_message_counts AS m
+        WHERE m.tenant_id = r.tenant_id AND m.session_id = r.session_id), 0) AS message_count
+    FROM result AS r
     """  # noqa: S608
     )
 )
 
 
+@dataclass(frozen=True, slots=True)
+class StatusUpdateResult:
+    """What a status update found: the session afterwards (None when the tenant has no such
+    session) and whether this call changed it."""
+
+    session: SessionRow | None
+    changed: bool
+
+
 async def set_session_status(
     db: Executor, *, tenant_id: str, session_id: str, status: str
-) -> SessionRow | None:
-    """Set the session's stored status; None when no row changed (absent, same status, or
-    metadata that is not an object)."""
+) -> StatusUpdateResult:
+    """Set the session's stored status unless it already has it or its metadata is not an
+    object (then it is returned unchanged), in one statement."""
     rows = await db.fetch(
         _UPDATE_STATUS, {"tenant_id": tenant_id, "session_id": session_id, "status": status}
     )
-    return _session_row(rows[0]) if rows else None
+    if not rows:
+        return StatusUpdateResult(None, changed=False)
+    return StatusUpdateResult(_session_row(rows[0][1:]), changed=bool(rows[0][0]))

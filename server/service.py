@@ -179,22 +179,15 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     async def _update_status(
         self, tenant_id: str, update: validation.StatusUpdate
     ) -> repository.SessionRow:
-        # The UPDATE is one atomic statement, so it needs no transaction around it (which would
-        # cost two more round trips per call).
-        row = await repository.set_session_status(
+        # One atomic statement: no transaction around it, which would cost two round trips more.
+        result = await repository.set_session_status(
             self._database, tenant_id=tenant_id, session_id=update.session_id, status=update.status
         )
-        if row is not None:
-            return row
-        # Nothing changed: find out whether that is success (already in that status) or an
-        # error. A fresh read sees the newest committed row, as a second statement of a
-        # READ COMMITTED transaction would.
-        row = await repository.get_session(
-            self._database, tenant_id=tenant_id, session_id=update.session_id
-        )
+        row = result.session
         if row is None:
             raise SessionNotFoundError()
-        if not status.accepts_status_update(row.metadata):
+        # Unchanged is success when the session already had that status.
+        if not result.changed and not status.accepts_status_update(row.metadata):
             raise SessionMetadataNotObjectError()
         return row
 

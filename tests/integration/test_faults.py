@@ -202,6 +202,41 @@ async def test_caller_deadline_cancels_a_blocked_update_which_never_applies(
     assert await _stored_row(engine, tenant, "s-1") == before
 
 
+async def test_an_update_racing_a_writer_that_sets_the_same_status_reports_what_it_committed(
+    stub: pb_grpc.SessionMonitoringStub, engine: AsyncEngine, factory: Factory, tenant: str
+) -> None:
+    # Another service closes the session in a transaction still open when our call arrives. Our
+    # UPDATE waits for it, then finds nothing to change; the session it returns must be the one
+    # that writer committed, not the active one of the snapshot our statement started with.
+    await factory.session(tenant, "s-1", metadata={"status": "active", "note": "kept"})
+    writer_end_time = "2024-05-01T10:00:00.000000Z"
+    async with engine.connect() as writer:
+        await writer.execute(text(f"SET LOCAL lock_timeout = '{HOLDER_LOCK_TIMEOUT}'"))
+        await writer.execute(
+            text(
+                "UPDATE chat_sessions SET metadata = metadata || "
+                "jsonb_build_object('status', 'closed', 'endTime', CAST(:end AS text)) "
+                "WHERE tenant_id = :t AND session_id = 's-1'"
+            ),
+            {"t": tenant, "end": writer_end_time},
+        )
+        holder = await _pid(writer)
+        call = asyncio.ensure_future(
+            stub.UpdateSessionStatus(_close("s-1"), metadata=tenant_metadata(tenant), timeout=10)
+        )
+        await _until_waiting(engine, holder)
+        await writer.commit()
+        reply = await call
+    assert reply.session.status == pb.SESSION_STATUS_CLOSED
+    assert reply.session.end_time.ToJsonString() == "2024-05-01T10:00:00Z"
+    # The writer's endTime stands: our call changed nothing.
+    assert await factory.metadata(tenant, "s-1") == {
+        "status": "closed",
+        "note": "kept",
+        "endTime": writer_end_time,
+    }
+
+
 async def test_server_deadline_ceiling_ends_a_call_without_a_deadline(
     database_url: str, engine: AsyncEngine, factory: Factory, tenant: str
 ) -> None:
