@@ -1,6 +1,6 @@
-"""Data access: every query the service issues. Each takes the transaction first, the rest by
-keyword, and filters on tenant_id. Nothing here commits or knows about gRPC; callers own the
-transaction.
+"""Data access: every query the service issues. Each takes where it runs first (the Database,
+for a statement on its own, or a caller's Transaction), the rest by keyword, and filters on
+tenant_id. Nothing here opens a transaction or knows about gRPC.
 
 Statements are SQLAlchemy Core, built and compiled once per shape (which optional filters are
 present) with bound parameters; a call only binds values (see server.db.statements).
@@ -44,7 +44,7 @@ from server.db.models import (
     session_counts_table,
     sessions_table,
 )
-from server.db.statements import Compiled, Database, Executor, Transaction, compile_statement
+from server.db.statements import Compiled, Database, Transaction, compile_statement
 from server.validation import SessionFilters
 
 _s = sessions_table.c
@@ -502,11 +502,11 @@ class StatusUpdateResult:
 
 
 async def set_session_status(
-    db: Executor, *, tenant_id: str, session_id: str, status: str
+    database: Database, *, tenant_id: str, session_id: str, status: str
 ) -> StatusUpdateResult:
     """Set the session's stored status unless it already has it or its metadata is not an
     object (then it is returned unchanged), in one statement."""
-    rows = await db.fetch(
+    rows = await database.fetch(
         _UPDATE_STATUS, {"tenant_id": tenant_id, "session_id": session_id, "status": status}
     )
     if not rows:

@@ -64,15 +64,6 @@ class StatementObserver(Protocol):
         """The transaction ends."""
 
 
-class Executor(Protocol):
-    """Runs compiled statements: a Database (each statement on its own, autocommitted) or a
-    Transaction (statements together)."""
-
-    async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
-        """All rows of `statement` with `values` bound."""
-        ...
-
-
 class Transaction:
     """One transaction on one pooled asyncpg connection."""
 
