@@ -34,21 +34,20 @@ def set_timestamp(target: timestamp_pb2.Timestamp, moment: datetime) -> None:
 
 def fill_session(target: pb.Session, row: SessionRow) -> None:
     """Fill `target` with a chat_sessions row."""
-    stored = status.stored_status(row.metadata)
     target.session_id = row.session_id
     target.tenant_id = row.tenant_id
-    known = _STORED_TO_STATUS.get(stored)
+    known = _STORED_TO_STATUS.get(row.status)
     if known is not None:
         target.status = known
     else:
-        target.raw_status = stored
+        target.raw_status = row.status
     set_timestamp(target.start_time, row.created_at)
     set_timestamp(target.update_time, row.updated_at)
     target.message_count = row.message_count
     if row.channel_type is not None:
         target.channel_type = row.channel_type
-    if stored in status.TERMINAL_STATUSES:
-        ended = status.end_time(row.metadata)
+    if row.status in status.TERMINAL_STATUSES and row.end_time is not None:
+        ended = status.parse_end_time(row.end_time)
         if ended is not None:
             set_timestamp(target.end_time, ended)
 

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     BigInteger,
     BindParameter,
     ColumnElement,
     CompoundSelect,
     Date,
+    DateTime,
     Integer,
     Select,
     Text,
     bindparam,
+    case,
+    cast,
+    exists,
     func,
     literal_column,
     null,
@@ -38,22 +43,31 @@ from sqlalchemy.sql.elements import Label
 from server.counting import CountPlan, Range
 from server.cursor import Cursor
 from server.db.models import (
+    ACCEPTS_STATUS_SQL,
     EFFECTIVE_STATUS_SQL,
+    END_TIME_TEXT_SQL,
     message_counts_table,
     messages_table,
     session_counts_table,
     sessions_table,
 )
-from server.db.statements import Compiled, Database, Transaction, compile_statement
+from server.db.statements import Compiled, Database, compile_statement
 from server.validation import SessionFilters
 
 _s = sessions_table.c
 _m = messages_table.c
 _c = session_counts_table.c
 _n = message_counts_table.c
-# A literal (not bound) expression, so PostgreSQL matches it to the status index.
+
+
+def _over(rule_sql: str, table: str) -> str:
+    """A status rule (server.db.models) applied to `table`.metadata."""
+    return rule_sql.replace("metadata", f"{table}.metadata")
+
+
+# Literal (not bound) expressions: PostgreSQL matches the status one to the status index.
 _effective_status: ColumnElement[str] = literal_column(
-    EFFECTIVE_STATUS_SQL.replace("metadata", "chat_sessions.metadata")
+    _over(EFFECTIVE_STATUS_SQL, "chat_sessions"), Text
 )
 
 
@@ -64,7 +78,8 @@ class SessionRow:
     tenant_id: str
     session_id: str
     channel_type: str | None
-    metadata: Any
+    status: str  # as displayed: EFFECTIVE_STATUS_SQL
+    end_time: str | None  # the stored endTime text, when it is a JSON string
     created_at: datetime
     updated_at: datetime
     message_count: int
@@ -81,14 +96,18 @@ class MessageRow:
     created_at: datetime
 
 
-_SESSION_COLUMNS = (
-    "tenant_id",
-    "session_id",
-    "channel_type",
-    "metadata",
-    "created_at",
-    "updated_at",
+# The status and end time are read in SQL rather than from decoded metadata: a list page then
+# decodes no JSON at all, and the status is exactly what the status filter and counters use.
+_SESSION_COLUMNS: tuple[ColumnElement[Any], ...] = (
+    _s.tenant_id,
+    _s.session_id,
+    _s.channel_type,
+    _effective_status.label("status"),
+    literal_column(_over(END_TIME_TEXT_SQL, "chat_sessions"), Text).label("end_time"),
+    _s.created_at,
+    _s.updated_at,
 )
+_SESSION_FIELDS = tuple(column.name for column in _SESSION_COLUMNS)
 
 _TENANT = bindparam("tenant_id", type_=_s.tenant_id.type)
 _SESSION = bindparam("session_id", type_=_s.session_id.type)
@@ -155,21 +174,6 @@ def _filter_conditions(shape: _Shape) -> list[ColumnElement[bool]]:
     return conditions
 
 
-@dataclass(frozen=True, slots=True)
-class SegmentCounts:
-    """Matching sessions per part of a count plan: whole days (from counters) and edges."""
-
-    newer_edge: int
-    days: list[tuple[date, int]]  # per day, only when asked for `by_day`
-    days_total: int
-    older_edge: int
-
-    @property
-    def total(self) -> int:
-        """All matching sessions."""
-        return self.newer_edge + self.days_total + self.older_edge
-
-
 _KIND_DAY, _KIND_NEWER_EDGE, _KIND_OLDER_EDGE = 0, 1, 2
 _EDGES = ((_KIND_NEWER_EDGE, "newer"), (_KIND_OLDER_EDGE, "older"))
 
@@ -181,7 +185,6 @@ def _bounds(part: Range | None) -> tuple[bool, bool] | None:
 _Bounds = tuple[bool, bool] | None
 
 
-@lru_cache(maxsize=256)
 def _count_parts(
     shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], by_day: bool
 ) -> Select[Any] | CompoundSelect[Any]:
@@ -232,13 +235,6 @@ def _count_parts(
     return parts[0] if len(parts) == 1 else union_all(*parts)
 
 
-@lru_cache(maxsize=256)
-def _count_statement(
-    shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], by_day: bool
-) -> Compiled:
-    return compile_statement(_count_parts(shape, days, edges, by_day))
-
-
 def _count_shape(count_plan: CountPlan) -> tuple[_Bounds, tuple[_Bounds, _Bounds]]:
     return _bounds(count_plan.days), (
         _bounds(count_plan.newer_edge),
@@ -257,35 +253,10 @@ def _count_params(tenant_id: str, filters: SessionFilters, count_plan: CountPlan
     return params
 
 
-async def count_session_segments(
-    tx: Transaction,
-    *,
-    tenant_id: str,
-    filters: SessionFilters,
-    count_plan: CountPlan,
-    by_day: bool,
-) -> SegmentCounts:
-    """Exact matching-session counts for each part of `count_plan` (whole days one by one when
-    `by_day`), in one round trip."""
-    statement = _count_statement(_Shape.of(filters), *_count_shape(count_plan), by_day)
-    params = _count_params(tenant_id, filters, count_plan)
-    days: list[tuple[date, int]] = []
-    counted = {_KIND_DAY: 0, _KIND_NEWER_EDGE: 0, _KIND_OLDER_EDGE: 0}
-    for kind, day, count in await tx.fetch(statement, params):
-        counted[kind] += int(count or 0)  # SUM over no counter rows is NULL
-        if day is not None:
-            days.append((day, int(count)))
-    return SegmentCounts(
-        counted[_KIND_NEWER_EDGE], days, counted[_KIND_DAY], counted[_KIND_OLDER_EDGE]
-    )
-
-
-@lru_cache(maxsize=128)
-def _page_select(shape: _Shape, before: bool, after: bool) -> Select[Any]:
-    """A page of sessions with their message counts, newest first."""
+def _page_select(shape: _Shape, *, after: bool, seek: CTE | None) -> Select[Any]:
+    """A page of sessions with their message counts, newest first: after a keyset cursor, or
+    below and past what `seek` found (a deep page by number), or from the start."""
     conditions = _filter_conditions(shape)
-    if before:
-        conditions.append(_s.created_at < _time("before"))
     if after:
         # A row comparison is an index range condition; the equivalent OR is not.
         conditions.append(
@@ -293,32 +264,67 @@ def _page_select(shape: _Shape, before: bool, after: bool) -> Select[Any]:
             < tuple_(_time("after_created_at"), bindparam("after_key", type_=_s.session_id.type))
         )
     page = (
-        select(*(_s[name] for name in _SESSION_COLUMNS))
+        select(*_SESSION_COLUMNS)
         .where(*conditions)
         .order_by(_s.created_at.desc(), _s.session_id.desc())
-        .offset(bindparam("offset", type_=Integer))
         .limit(bindparam("limit", type_=Integer))
-        .subquery("page")
     )
+    if seek is not None:
+        # Both are evaluated once (InitPlans), so the bound is an index range condition.
+        end = select(seek.c.segment_end).scalar_subquery()
+        page = page.where(
+            exists(select(seek.c.skip)),
+            _s.created_at < func.coalesce(end, literal_column("'infinity'", _TIME)),
+        ).offset(select(seek.c.skip).scalar_subquery())
+    rows = page.subquery("page")
     # Counts are looked up for the page's rows only, not for the rows OFFSET skips.
     return select(
-        *(page.c[name] for name in _SESSION_COLUMNS),
-        _message_count(page.c.tenant_id, page.c.session_id),
-    ).order_by(page.c.created_at.desc(), page.c.session_id.desc())
+        *(rows.c[name] for name in _SESSION_FIELDS),
+        _message_count(rows.c.tenant_id, rows.c.session_id),
+    ).order_by(rows.c.created_at.desc(), rows.c.session_id.desc())
 
 
-@lru_cache(maxsize=128)
-def _list_statement(shape: _Shape, before: bool) -> Compiled:
-    return compile_statement(_page_select(shape, before, False))
+def _seek(parts: CTE) -> CTE:
+    """The counted segment holding row `offset` (newest first): its end, and how many of the
+    matching rows below that end come before the row. No row when `offset` is past the end.
+
+    Each part covers rows older than its end: a whole day ends at the next midnight (UTC), an
+    edge at its own end. Parts never share an end, so ordering by it orders them in time.
+    """
+    day_end = func.timezone(
+        literal_column("'UTC'"), cast(parts.c.day + literal_column("1"), DateTime)
+    )
+    segment_end = case(
+        (parts.c.kind == _KIND_DAY, day_end),
+        (parts.c.kind == _KIND_NEWER_EDGE, _time("newer_end")),
+        else_=_time("older_end"),
+    )
+    newest_first = segment_end.desc().nulls_first()
+    segments = select(
+        segment_end.label("segment_end"),
+        parts.c.n,
+        func.sum(parts.c.n).over(order_by=newest_first, rows=(None, 0)).label("upto"),
+    ).subquery("segments")
+    offset = bindparam("offset", type_=BigInteger)
+    return (
+        select(
+            segments.c.segment_end,
+            cast(offset - (segments.c.upto - segments.c.n), BigInteger).label("skip"),
+        )
+        .where(segments.c.upto > offset)
+        .order_by(segments.c.segment_end.desc().nulls_first())
+        .limit(1)
+        .cte("seek")
+    )
 
 
 @lru_cache(maxsize=256)
-def _first_page_statement(
-    shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], after: bool
+def _page_statement(
+    shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], after: bool, seek: bool
 ) -> Compiled:
-    counts = _count_parts(shape, days, edges, False).subquery("counts")
-    totals = select(func.coalesce(func.sum(counts.c.n), 0).label("total")).subquery("totals")
-    page = _page_select(shape, False, after).subquery("page")
+    parts = _count_parts(shape, days, edges, seek).cte("parts")
+    totals = select(func.coalesce(func.sum(parts.c.n), 0).label("total")).subquery("totals")
+    page = _page_select(shape, after=after, seek=_seek(parts) if seek else None).subquery("page")
     # The LEFT JOIN keeps the total when the page is empty.
     return compile_statement(
         select(totals.c.total, *page.c)
@@ -327,22 +333,29 @@ def _first_page_statement(
     )
 
 
-async def first_page(
+async def list_page(
     database: Database,
     *,
     tenant_id: str,
     filters: SessionFilters,
     count_plan: CountPlan,
     after: Cursor | None,
+    offset: int,
     limit: int,
 ) -> tuple[int, list[SessionRow]]:
-    """The exact total and a page that needs no seek (page 1, or after a keyset cursor), in one
-    statement: one round trip, one snapshot, no transaction."""
-    statement = _first_page_statement(
-        _Shape.of(filters), *_count_shape(count_plan), after is not None
+    """The exact total and a page of the tenant's matching sessions, newest first: after the
+    keyset cursor `after`, else from row `offset` on, in one statement (one round trip and one
+    snapshot, no transaction).
+
+    A deep page by number starts from the per-day counters rather than OFFSETting the tenant:
+    the segment holding row `offset` is found from running sums of the counts, and only the rows
+    of that segment before it are skipped.
+    """
+    statement = _page_statement(
+        _Shape.of(filters), *_count_shape(count_plan), after is not None, offset > 0
     )
     params = _count_params(tenant_id, filters, count_plan)
-    params.update(before=None, offset=0, limit=limit)
+    params.update(offset=offset, limit=limit)
     if after is not None:
         params.update(after_created_at=after.created_at, after_key=after.key)
     rows = await database.fetch(statement, params)
@@ -350,35 +363,19 @@ async def first_page(
     return total, [_session_row(row[1:]) for row in rows if row[2] is not None]
 
 
-async def list_sessions(
-    tx: Transaction,
-    *,
-    tenant_id: str,
-    filters: SessionFilters,
-    before: datetime | None,
-    offset: int,
-    limit: int,
-) -> list[SessionRow]:
-    """The tenant's matching sessions created before `before`, newest first, skipping
-    `offset` rows."""
-    statement = _list_statement(_Shape.of(filters), before is not None)
-    params = _filter_params(tenant_id, filters)
-    params.update(before=before, offset=offset, limit=limit)
-    return [_session_row(row) for row in await tx.fetch(statement, params)]
-
-
 _MESSAGE_COLUMNS = ("id", "role", "content", "metadata", "created_at")
 
 
 def _detail_statement(after: bool) -> Compiled:
-    """The session (kind 0) and a page of its messages (kind 1) as one UNION ALL: one round
-    trip and one snapshot without a transaction. Each row fills only its own kind's columns."""
-    session_columns = [*(_s[name] for name in _SESSION_COLUMNS)]
+    """The session with its metadata (kind 0) and a page of its messages (kind 1) as one UNION
+    ALL: one round trip and one snapshot without a transaction. Each row fills only its own
+    kind's columns."""
     message_columns = [_m[name] for name in _MESSAGE_COLUMNS]
     session = select(
         literal_column("0").label("kind"),
-        *session_columns,
+        *_SESSION_COLUMNS,
         _message_count(_s.tenant_id, _s.session_id),
+        _s.metadata.label("session_metadata"),
         *(null().cast(column.type) for column in message_columns),
     ).where(_s.tenant_id == _TENANT, _s.session_id == _SESSION)
     conditions = [_m.tenant_id == _TENANT, _m.session_id == _SESSION]
@@ -396,15 +393,28 @@ def _detail_statement(after: bool) -> Compiled:
     )
     messages = select(
         literal_column("1"),
-        *(null().cast(column.type) for column in session_columns),
+        *(null().cast(column.type) for column in _SESSION_COLUMNS),
         null().cast(BigInteger),
+        null().cast(_s.metadata.type),
         *page.c,
     )
     return compile_statement(union_all(session, messages))
 
 
 _DETAIL = {after: _detail_statement(after) for after in (False, True)}
-_MESSAGE_FIELDS = slice(2 + len(_SESSION_COLUMNS), None)
+# Row layout: kind, the session's fields and message count, its metadata, the message's fields.
+_SESSION_ROW = slice(1, 2 + len(_SESSION_COLUMNS))
+_SESSION_METADATA = _SESSION_ROW.stop
+_MESSAGE_ROW = slice(_SESSION_METADATA + 1, None)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDetail:
+    """A session, its stored metadata, and one page of its messages (oldest first)."""
+
+    session: SessionRow
+    metadata: Any
+    messages: list[MessageRow]
 
 
 async def session_detail(
@@ -414,24 +424,24 @@ async def session_detail(
     session_id: str,
     after: Cursor | None,
     limit: int,
-) -> tuple[SessionRow | None, list[MessageRow]]:
-    """The session and its messages after `after`, oldest first (ties by id); (None, []) when
-    the tenant has no such session."""
+) -> SessionDetail | None:
+    """The session and its messages after `after`, oldest first (ties by id); None when the
+    tenant has no such session."""
     params: dict[str, Any] = {"tenant_id": tenant_id, "session_id": session_id, "limit": limit}
     if after is not None:
         params.update(after_created_at=after.created_at, after_id=int(after.key))
-    session: SessionRow | None = None
+    found: tuple[SessionRow, Any] | None = None
     messages: list[MessageRow] = []
     for row in await database.fetch(_DETAIL[after is not None], params):
         if row[0] == 0:
-            session = _session_row(row[1 : 2 + len(_SESSION_COLUMNS)])
+            found = _session_row(row[_SESSION_ROW]), row[_SESSION_METADATA]
         else:
-            messages.append(MessageRow(*row[_MESSAGE_FIELDS]))
-    if session is None:
-        return None, []
+            messages.append(MessageRow(*row[_MESSAGE_ROW]))
+    if found is None:
+        return None
     # UNION ALL keeps no order of its own; the page's order is restored here.
     messages.sort(key=lambda message: (message.created_at, message.id))
-    return session, messages
+    return SessionDetail(*found, messages)
 
 
 # One statement, so concurrent writers cannot lose each other's keys: PostgreSQL re-reads the
@@ -445,7 +455,8 @@ async def session_detail(
 # follows the update chain for locking reads), so it never reports the pre-snapshot status that a
 # concurrent writer has just changed; FOR KEY SHARE would not, since it does not conflict with
 # the writer's non-key update and keeps the old version (tests/integration/test_faults.py).
-_STATUS_OF_S = EFFECTIVE_STATUS_SQL.replace("metadata", "s.metadata")
+_STATUS_OF_S = _over(EFFECTIVE_STATUS_SQL, "s")
+_ACCEPTS_OF_S = _over(ACCEPTS_STATUS_SQL, "s")
 _UPDATE_STATUS = compile_statement(
     text(
         # Only module constants are interpolated; every value is a bind parameter.
@@ -459,8 +470,7 @@ _UPDATE_STATUS = compile_statement(
           ELSE COALESCE(NULLIF(s.metadata, 'null'::jsonb), '{{}}'::jsonb) || jsonb_build_object(
             'status', CAST(:status AS text),
             'endTime', CASE
-              WHEN COALESCE(s.metadata ->> 'status', 'active') IN ('closed', 'expired')
-                   AND s.metadata ? 'endTime'
+              WHEN {_STATUS_OF_S} IN ('closed', 'expired') AND s.metadata ? 'endTime'
                 THEN s.metadata -> 'endTime'
               ELSE to_jsonb(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
             END)
@@ -469,13 +479,12 @@ _UPDATE_STATUS = compile_statement(
       WHERE s.tenant_id = :tenant_id
         AND s.session_id = :session_id
         AND {_STATUS_OF_S} IS DISTINCT FROM CAST(:status AS text)
-        AND (s.metadata IS NULL OR jsonb_typeof(s.metadata) IN ('object', 'null'))
-      RETURNING s.tenant_id, s.session_id, s.channel_type, s.metadata, s.created_at, s.updated_at
+        AND {_ACCEPTS_OF_S}
+      RETURNING s.*
     ), unchanged AS (
-      SELECT c.tenant_id, c.session_id, c.channel_type, c.metadata, c.created_at, c.updated_at
-      FROM chat_sessions AS c
-      WHERE c.tenant_id = :tenant_id
-        AND c.session_id = :session_id
+      SELECT s.* FROM chat_sessions AS s
+      WHERE s.tenant_id = :tenant_id
+        AND s.session_id = :session_id
         AND NOT EXISTS (SELECT FROM updated)
       FOR SHARE
     ), result AS (
@@ -483,10 +492,12 @@ _UPDATE_STATUS = compile_statement(
       UNION ALL
       SELECT false, * FROM unchanged
     )
-    SELECT r.changed, r.tenant_id, r.session_id, r.channel_type, r.metadata, r.created_at,
-      r.updated_at, COALESCE((SELECT n FROM chat_session_message_counts AS m
-        WHERE m.tenant_id = r.tenant_id AND m.session_id = r.session_id), 0) AS message_count
-    FROM result AS r
+    SELECT s.changed, s.tenant_id, s.session_id, s.channel_type, {_STATUS_OF_S} AS status,
+      {_over(END_TIME_TEXT_SQL, "s")} AS end_time, s.created_at, s.updated_at,
+      COALESCE((SELECT n FROM chat_session_message_counts AS m
+        WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0) AS message_count,
+      {_ACCEPTS_OF_S} AS accepts_status
+    FROM result AS s
     """  # noqa: S608
     )
 )
@@ -499,6 +510,7 @@ class StatusUpdateResult:
 
     session: SessionRow | None
     changed: bool
+    accepts_status: bool  # False when the stored metadata is neither an object nor null
 
 
 async def set_session_status(
@@ -510,5 +522,6 @@ async def set_session_status(
         _UPDATE_STATUS, {"tenant_id": tenant_id, "session_id": session_id, "status": status}
     )
     if not rows:
-        return StatusUpdateResult(None, changed=False)
-    return StatusUpdateResult(_session_row(rows[0][1:]), changed=bool(rows[0][0]))
+        return StatusUpdateResult(None, changed=False, accepts_status=False)
+    changed, *session, accepts_status = rows[0]
+    return StatusUpdateResult(_session_row(session), changed=changed, accepts_status=accepts_status)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -17,9 +16,9 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server import convert, counting, cursor, repository, status, validation
+from server import convert, counting, cursor, repository, validation
 from server.db.engine import is_retryable_conflict
-from server.db.statements import Database, Transaction
+from server.db.statements import Database
 from server.errors import ConflictError, SessionMetadataNotObjectError, SessionNotFoundError
 from server.jsonvalue import fill_struct
 from server.tenancy import current_tenant
@@ -44,10 +43,6 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         # Reads go to the replica when there is one; writes (and their read-back) never do.
         self._read_database = read_database or database
 
-    def _snapshot(self) -> AbstractAsyncContextManager[Transaction]:
-        """A read-only transaction whose statements all see one snapshot."""
-        return self._read_database.transaction(isolation="repeatable_read", readonly=True)
-
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Context
     ) -> pb.ListSessionsResponse:
@@ -57,20 +52,18 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         count_plan = counting.plan(
             counting.inclusive_range(filters.created_from, filters.created_to)
         )
-        # One row more than the page tells whether another page follows. Counts and rows always
-        # come from one snapshot, so the total agrees with the page.
+        # One row more than the page tells whether another page follows. Counts and rows come
+        # from one statement, so from one snapshot: the total always agrees with the page.
         limit = query.page_size + 1
-        if query.offset:
-            total, rows = await self._seek_page(tenant_id, query, count_plan, limit)
-        else:
-            total, rows = await repository.first_page(
-                self._read_database,
-                tenant_id=tenant_id,
-                filters=filters,
-                count_plan=count_plan,
-                after=query.after,
-                limit=limit,
-            )
+        total, rows = await repository.list_page(
+            self._read_database,
+            tenant_id=tenant_id,
+            filters=filters,
+            count_plan=count_plan,
+            after=query.after,
+            offset=query.offset,
+            limit=limit,
+        )
         next_page_token = ""
         if len(rows) > query.page_size:
             rows = rows[: query.page_size]
@@ -94,56 +87,25 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             convert.fill_session(sessions.add(), row)
         return response
 
-    async def _seek_page(
-        self,
-        tenant_id: str,
-        query: validation.ListSessionsQuery,
-        count_plan: counting.CountPlan,
-        limit: int,
-    ) -> tuple[int, list[repository.SessionRow]]:
-        """A deep page by number: find where it starts from the per-day counters, then read it
-        with a short OFFSET, instead of OFFSETting the whole tenant."""
-        async with self._snapshot() as tx:
-            counts = await repository.count_session_segments(
-                tx, tenant_id=tenant_id, filters=query.filters, count_plan=count_plan, by_day=True
-            )
-            ordered = counting.segments(
-                count_plan,
-                newer_edge_count=counts.newer_edge,
-                day_counts=counts.days,
-                older_edge_count=counts.older_edge,
-            )
-            start = counting.seek(ordered, query.offset)
-            if start is None:
-                return counts.total, []
-            rows = await repository.list_sessions(
-                tx,
-                tenant_id=tenant_id,
-                filters=query.filters,
-                before=start.before,
-                offset=start.skip,
-                limit=limit,
-            )
-        return counts.total, rows
-
     async def GetSessionDetail(
         self, request: pb.GetSessionDetailRequest, context: Context
     ) -> pb.GetSessionDetailResponse:
         tenant_id = current_tenant()
         query = validation.session_detail_query(request, tenant_id=tenant_id)
-        session, messages = await repository.session_detail(
+        found = await repository.session_detail(
             self._read_database,
             tenant_id=tenant_id,
             session_id=query.session_id,
             after=query.after,
             limit=query.page_size + 1,
         )
-        if session is None:
+        if found is None:
             raise SessionNotFoundError()
+        messages = found.messages
         response = pb.GetSessionDetailResponse()
-        convert.fill_session(response.session, session)
-        if isinstance(session.metadata, dict):
-            fill_struct(response.metadata, session.metadata)
+        convert.fill_session(response.session, found.session)
+        if isinstance(found.metadata, dict):
+            fill_struct(response.metadata, found.metadata)
         kept = _fill_page(response, messages[: query.page_size])
         if kept < len(messages):
             last = messages[kept - 1]
@@ -187,7 +149,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         if row is None:
             raise SessionNotFoundError()
         # Unchanged is success when the session already had that status.
-        if not result.changed and not status.accepts_status_update(row.metadata):
+        if not result.changed and not result.accepts_status:
             raise SessionMetadataNotObjectError()
         return row
 
@@ -196,7 +158,25 @@ def _fill_page(response: pb.GetSessionDetailResponse, rows: list[repository.Mess
     """Add `rows` and their trace to `response` while it stays within RESPONSE_BYTES_BUDGET;
     return how many were added. A page always holds at least one message, so paging always
     makes progress, and stops early rather than exceed what a default client can receive."""
-    budget = RESPONSE_BYTES_BUDGET - response.ByteSize()
+    fixed = response.ByteSize()
+    messages, trace = response.messages, response.trace
+    for row in rows:
+        convert.fill_message(messages.add(), row)
+        add_to_trace(trace, TracedMessage(row.id, row.role, row.metadata))
+    # One size for the whole response is far cheaper than one per message and entry, and a page
+    # nearly always fits; only when it does not is it rebuilt, measuring as it goes.
+    if response.ByteSize() <= RESPONSE_BYTES_BUDGET:
+        return len(rows)
+    del messages[:]
+    response.ClearField("trace")
+    return _fill_page_measured(response, rows, RESPONSE_BYTES_BUDGET - fixed)
+
+
+def _fill_page_measured(
+    response: pb.GetSessionDetailResponse, rows: list[repository.MessageRow], budget: int
+) -> int:
+    """`_fill_page` for a page that would not fit: add messages while their size and their
+    trace entries' size fit in `budget`."""
     messages, trace = response.messages, response.trace
     parts: tuple[RepeatedCompositeFieldContainer[Any], ...] = (
         trace.retrieval,

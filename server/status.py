@@ -1,15 +1,16 @@
-"""Status rules: how stored metadata maps to a session's status and end time.
+"""Status rules: the stored status vocabulary, and reading and writing `endTime` text.
 
-The write side of these rules (stamp `endTime` once, clear it on reactivation) runs inside the
-single UPDATE statement in `repository`, so it is atomic; this module owns the read side and the
-vocabulary shared by both.
+The rules themselves run in SQL: the write side (stamp `endTime` once, clear it on
+reactivation) inside the single UPDATE statement in `repository`, so it is atomic, and the read
+side (the displayed status, the `endTime` string, whether a status can be merged) as the
+expressions in `server.db.models`, so a listed status is exactly what the status filter, its
+index and the counters use.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 ACTIVE: Final = "active"
 CLOSED: Final = "closed"
@@ -18,34 +19,13 @@ STORED_STATUSES: Final = (ACTIVE, CLOSED, EXPIRED)
 TERMINAL_STATUSES: Final = (CLOSED, EXPIRED)
 
 
-def stored_status(metadata: Any) -> str:
-    """The status a session displays, computed exactly as EFFECTIVE_STATUS_SQL does.
-
-    `metadata ->> 'status'`: text as is, other JSON values as their JSON text, and `active` when
-    the key is absent, null, or the metadata is not an object.
-    """
-    if not isinstance(metadata, dict):
-        return ACTIVE
-    value = metadata.get("status")
-    if value is None:
-        return ACTIVE
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
-
-
-def end_time(metadata: Any) -> datetime | None:
-    """The metadata `endTime` as an aware UTC datetime, or None when absent or unparseable.
+def parse_end_time(text: str) -> datetime | None:
+    """A stored `endTime` as an aware UTC datetime, or None when it is not an ISO-8601 time.
 
     Naive times are taken as UTC: the previous API wrote them that way.
     """
-    if not isinstance(metadata, dict):
-        return None
-    value = metadata.get("endTime")
-    if not isinstance(value, str):
-        return None
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
     if parsed.tzinfo is None:
@@ -56,8 +36,3 @@ def end_time(metadata: Any) -> datetime | None:
 def format_end_time(moment: datetime) -> str:
     """The `endTime` text this service writes: ISO-8601 in UTC with a `Z` suffix."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def accepts_status_update(metadata: Any) -> bool:
-    """Whether a status can be merged into `metadata` without overwriting it (null counts as {})."""
-    return metadata is None or isinstance(metadata, dict)

@@ -23,6 +23,13 @@ def _concurrency(value: str) -> tuple[int, ...]:
     return levels
 
 
+def _keys(value: str) -> frozenset[str]:
+    keys = frozenset(part.strip() for part in value.split(",") if part.strip())
+    if not keys:
+        raise argparse.ArgumentTypeError("at least one scenario key")
+    return keys
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m server.bench",
@@ -52,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers", type=int, help="passed to the server as --workers N (only when given)"
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=_keys,
+        help="only these scenarios, comma-separated keys such as list_first,detail (default: "
+        "all); for A/B runs while changing one path",
     )
     parser.add_argument(
         "--skip-generate",
@@ -99,13 +112,18 @@ def main(argv: list[str] | None = None) -> int:
         duration=args.duration or (1.0 if args.quick else 5.0),
         warmup=args.warmup if args.warmup is not None else (0.3 if args.quick else 1.0),
         workers=args.workers,
+        scenarios=args.scenarios,
         skip_generate=args.skip_generate,
         comparison=args.comparison,
         database_url=os.environ.get("BENCH_DATABASE_URL") or None,
         output=output,
         workdir=Path(".data") / "bench" / "run",
     )
-    results = runner.run_blocking(options)
+    try:
+        results = runner.run_blocking(options)
+    except runner.CheckError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED
     report_path, chart_path = report.write(results, args_list)
     print()
     print(report.table(results))

@@ -29,6 +29,7 @@ class Options:
     duration: float
     warmup: float
     workers: int | None
+    scenarios: frozenset[str] | None  # None: every scenario
     skip_generate: bool
     comparison: bool
     database_url: str | None
@@ -180,6 +181,11 @@ async def run(options: Options, database_url: str) -> Results:
         stub = pb_grpc.SessionMonitoringStub(channel)
         token = await _deep_page_token(stub, facts)
         items = scenarios.build(facts, token)
+        if options.scenarios is not None:
+            unknown = options.scenarios - {item.key for item in items}
+            if unknown:
+                raise CheckError(f"no such scenario: {', '.join(sorted(unknown))}")
+            items = [item for item in items if item.key in options.scenarios]
         _line(f"capturing the SQL of {len(items)} scenarios")
         results.runs = await _capture(database_url, items)
         pool = await sqlreplay.open_pool(database_url, max(options.concurrency))

@@ -31,6 +31,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # The status a session displays: stored metadata `status`, or `active` when there is none. The
 # list filter and its index must use this exact expression for the index to apply.
 EFFECTIVE_STATUS_SQL = "COALESCE(metadata ->> 'status', 'active')"
+# The stored `endTime` when it is a JSON string (anything else is no end time).
+END_TIME_TEXT_SQL = (
+    "CASE WHEN jsonb_typeof(metadata -> 'endTime') = 'string' THEN metadata ->> 'endTime' END"
+)
+# Whether a status can be merged into the metadata without overwriting it: an object, or null
+# (SQL or JSON), which counts as {}.
+ACCEPTS_STATUS_SQL = "(metadata IS NULL OR jsonb_typeof(metadata) IN ('object', 'null'))"
 
 
 class Base(DeclarativeBase):

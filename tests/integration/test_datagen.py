@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.datagen import DatasetSpec, DatasetSummary, generate
-from server.status import end_time
+from server.status import parse_end_time
 from tests.conftest import REPO_ROOT
 from tests.factories import tenant_metadata
 
@@ -151,7 +151,7 @@ async def test_closed_and_expired_sessions_end_after_their_last_message(
     assert rows
     for metadata, created_at, last_message in rows:
         assert metadata["endTime"].endswith("Z")
-        ended = end_time(metadata)
+        ended = parse_end_time(metadata["endTime"])
         assert ended is not None
         assert created_at < last_message < ended
 
