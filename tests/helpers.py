@@ -96,12 +96,6 @@ class StatementLog:
     def __init__(self, statements: list[str]) -> None:
         self.statements = statements
 
-    def begin(self, *, isolation: str, readonly: bool) -> None:
-        """Transactions are not recorded."""
-
     def statement(self, sql: str, arguments: Sequence[Any]) -> None:
         """Record the statement's SQL."""
         self.statements.append(sql)
-
-    def end(self, *, committed: bool) -> None:
-        """Transactions are not recorded."""

@@ -1,20 +1,22 @@
 """Hot-path execution: SQLAlchemy Core statements compiled once for asyncpg, run as asyncpg
-prepared statements on connections of an asyncpg pool.
+prepared statements on a small stack of asyncpg connections.
 
 Measured per call (BENCHMARKS.md), SQLAlchemy's execution layer cost more CPU than PostgreSQL
 spent answering, and even its pool's checkout and return (greenlet hops, events, reset) cost
-~0.15 ms of a ~1 ms call inside the gRPC server. So statements are still built with SQLAlchemy
-Core, but compiled to asyncpg's `$n` form once per shape and executed on an asyncpg pool, which
-keeps the same duties: a bounded size, an acquire timeout, a fresh connection in place of a
-broken one, and the JSON codecs.
+~0.15 ms of a ~1 ms call inside the gRPC server. asyncpg's own pool was next: its acquire and
+release (a proxy object, a future, a shielded task and an idle timer per checkout) cost ~38 µs
+of CPU per call against ~14 µs for the `SELECT 1` itself. So statements are built with
+SQLAlchemy Core, compiled to asyncpg's `$n` form once per shape, and run on connections kept
+here: a bounded number, a bounded wait for one, a fresh connection in place of a closed or
+broken one, and the JSON codecs. Every statement runs on its own (autocommit), so a connection
+goes back as it came, with no reset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -52,41 +54,10 @@ class PoolExhaustedError(Exception):
 
 
 class StatementObserver(Protocol):
-    """Sees every transaction and statement (tests check tenant scoping; the benchmark replays)."""
-
-    def begin(self, *, isolation: str, readonly: bool) -> None:
-        """A transaction starts."""
+    """Sees every statement (tests check tenant scoping; the benchmark replays)."""
 
     def statement(self, sql: str, arguments: Sequence[Any]) -> None:
-        """A statement runs in the current transaction."""
-
-    def end(self, *, committed: bool) -> None:
-        """The transaction ends."""
-
-
-class Transaction:
-    """One transaction on one pooled asyncpg connection."""
-
-    def __init__(self, connection: asyncpg.Connection, observers: Sequence[StatementObserver]):
-        self._connection = connection
-        self._observers = observers
-
-    async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
-        """All rows of `statement` with `values` bound."""
-        return await _fetch(self._connection, self._observers, statement, values)
-
-
-async def _fetch(
-    connection: asyncpg.Connection,
-    observers: Sequence[StatementObserver],
-    statement: Compiled,
-    values: Mapping[str, Any],
-) -> list[asyncpg.Record]:
-    arguments = statement.arguments(values)
-    for observer in observers:
-        observer.statement(statement.sql, arguments)
-    rows: list[asyncpg.Record] = await connection.fetch(statement.sql, *arguments)
-    return rows
+        """A statement is about to run."""
 
 
 async def _set_codecs(connection: asyncpg.Connection) -> None:
@@ -96,22 +67,12 @@ async def _set_codecs(connection: asyncpg.Connection) -> None:
         )
 
 
-async def _reset(connection: asyncpg.Connection) -> None:
-    """Make a released connection reusable without a round trip.
-
-    asyncpg's default reset sends `RESET ALL; UNLISTEN *; ...` on every release, a round trip per
-    call for session state this service never sets. A transaction left open (only possible after
-    an error) is rolled back; a cancelled or broken connection never gets here (it is closed).
-    """
-    if connection.is_in_transaction():
-        await connection.execute("ROLLBACK")
-
-
 class Database:
-    """A pool of asyncpg connections to one PostgreSQL, and the statements run on them.
+    """A bounded set of asyncpg connections to one PostgreSQL, and the statements run on them.
 
-    Nothing connects until `open()`; connections are made on demand up to `pool_size`, so a
-    server can start (and report NOT_SERVING) while its database is down.
+    Nothing connects until a statement needs a connection; connections are made on demand up to
+    `pool_size` and reused newest first, so a server can start (and report NOT_SERVING) while
+    its database is down.
     """
 
     def __init__(
@@ -128,90 +89,107 @@ class Database:
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
         self._server_settings = server_settings(statement_timeout)
-        self._pool: asyncpg.Pool | None = None
-        # Waiting for a free connection is bounded here rather than by asyncpg's acquire timeout,
-        # which also covers connecting: a refused or slow connect must read as "unavailable",
-        # and only a full pool as "busy".
+        self._open = False
+        self._idle: list[asyncpg.Connection] = []
+        # Waiting for a connection slot is bounded by the pool timeout, connecting by the connect
+        # timeout: a refused or slow connect must read as "unavailable", only a full pool as
+        # "busy".
         self._slots = asyncio.Semaphore(pool_size)
         self._in_use = 0
         self.observers: list[StatementObserver] = []
 
     async def open(self) -> None:
-        """Create the pool (no connection is made yet)."""
-        if self._pool is None:
-            self._pool = await asyncpg.create_pool(
-                self._dsn,
-                min_size=0,
-                max_size=self.pool_size,
-                timeout=self._connect_timeout,
-                server_settings=self._server_settings,
-                init=_set_codecs,
-                reset=_reset,
-            )
+        """Accept statements (no connection is made yet)."""
+        self._open = True
 
     async def close(self) -> None:
-        """Close every connection (in-flight calls should have finished)."""
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        """Close the idle connections; one still in use is closed when its statement ends."""
+        self._open = False
+        idle, self._idle = self._idle, []
+        await asyncio.gather(
+            *(connection.close(timeout=self._connect_timeout) for connection in idle),
+            return_exceptions=True,
+        )
 
     @property
     def in_use(self) -> int:
-        """Connections checked out right now."""
+        """Connections running a statement right now."""
         return self._in_use
 
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection. One whose call was cancelled (deadline, client gone) or that
-        failed at the connection level is closed rather than reused in an unknown state."""
-        if self._pool is None:
+    async def ping(self) -> None:
+        """One round trip; raises when the database does not answer."""
+        await self.fetch(_PING, {})
+
+    async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """All rows of one statement, run on its own (one statement sees one snapshot).
+
+        A connection whose statement was cancelled (deadline, client gone) or failed at the
+        connection level is closed rather than reused in an unknown state.
+        """
+        if not self._open:
             raise RuntimeError("Database.open() was not awaited")
-        try:
-            async with asyncio.timeout(self._pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise PoolExhaustedError() from None
+        await self._take_slot()
         self._in_use += 1
         try:
-            connection = await self._pool.acquire()
+            connection = await self._checkout()
+            arguments = statement.arguments(values)
+            for observer in self.observers:
+                observer.statement(statement.sql, arguments)
             try:
-                yield connection
+                rows: list[asyncpg.Record] = await connection.fetch(statement.sql, *arguments)
             except (asyncio.CancelledError, TimeoutError):
                 connection.terminate()
                 raise
             except Exception as error:
                 if is_unavailable(error):
                     connection.terminate()
+                    self._drop_idle()
+                else:
+                    self._checkin(connection)
                 raise
-            finally:
-                await self._pool.release(connection)
+            self._checkin(connection)
+            return rows
         finally:
             self._in_use -= 1
             self._slots.release()
 
-    async def ping(self) -> None:
-        """One round trip on a pooled connection; raises when the database does not answer."""
-        async with self._connection() as connection:
-            await connection.fetchval("SELECT 1")
+    async def _take_slot(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # returns at once: no timer needed
+            return
+        try:
+            async with asyncio.timeout(self._pool_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise PoolExhaustedError() from None
 
-    async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
-        """All rows of one statement, run on its own (one statement sees one snapshot)."""
-        async with self._connection() as connection:
-            return await _fetch(connection, self.observers, statement, values)
+    async def _checkout(self) -> asyncpg.Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.is_closed():  # the server may have closed it while it sat idle
+                return connection
+        connection = await asyncpg.connect(
+            self._dsn, timeout=self._connect_timeout, server_settings=self._server_settings
+        )
+        try:
+            await _set_codecs(connection)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
 
-    @asynccontextmanager
-    async def transaction(
-        self, *, isolation: str = "read_committed", readonly: bool = False
-    ) -> AsyncIterator[Transaction]:
-        """A transaction: committed when the block ends normally, rolled back otherwise."""
-        async with self._connection() as connection:
-            for observer in self.observers:
-                observer.begin(isolation=isolation, readonly=readonly)
-            committed = False
-            try:
-                async with connection.transaction(isolation=isolation, readonly=readonly):
-                    yield Transaction(connection, self.observers)
-                committed = True
-            finally:
-                for observer in self.observers:
-                    observer.end(committed=committed)
+    def _checkin(self, connection: asyncpg.Connection) -> None:
+        if self._open and not connection.is_closed() and not connection.is_in_transaction():
+            self._idle.append(connection)
+        else:
+            connection.terminate()
+
+    def _drop_idle(self) -> None:
+        """After a connection-level failure the idle connections most likely failed too (the
+        server restarted, the network dropped): drop them so the next calls reconnect."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.terminate()
+
+
+_PING = Compiled("SELECT 1", (), {})

@@ -325,6 +325,38 @@ async def test_a_call_finding_no_free_database_connection_gets_database_busy(
         assert finished.session.status == pb.SESSION_STATUS_CLOSED
 
 
+async def test_connections_the_database_closed_while_idle_are_replaced_without_failing_calls(
+    database_url: str, engine: AsyncEngine, factory: Factory, tenant: str
+) -> None:
+    await factory.session(tenant, "s-1", metadata={"status": "active"})
+    request = pb.ListSessionsRequest()
+    async with engine.connect() as conn:
+        started = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+    async with _own_server(database_url, db_pool_size=2, health_check_interval=60) as own_stub:
+        # Two calls in flight at once leave two connections idle in the pool.
+        await asyncio.gather(
+            *(own_stub.ListSessions(request, metadata=tenant_metadata(tenant)) for _ in range(2))
+        )
+        async with engine.connect() as conn:
+            # This server's connections (the only ones opened since it started) are closed by
+            # the database, as in a restart.
+            terminated = (
+                await conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = :app AND backend_start > :started "
+                        "AND pid <> pg_backend_pid()"
+                    ),
+                    {"app": APPLICATION_NAME, "started": started},
+                )
+            ).scalar_one()
+        assert terminated == 2
+        await asyncio.sleep(0.2)  # the closed sockets are noticed by the event loop
+        for _ in range(3):
+            listed = await own_stub.ListSessions(request, metadata=tenant_metadata(tenant))
+            assert [s.session_id for s in listed.sessions] == ["s-1"]
+
+
 async def test_a_request_above_the_size_limit_is_refused_by_grpc(
     stub: pb_grpc.SessionMonitoringStub, tenant: str
 ) -> None:
