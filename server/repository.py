@@ -323,7 +323,9 @@ def _page_statement(
     shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], after: bool, seek: bool
 ) -> Compiled:
     parts = _count_parts(shape, days, edges, seek).cte("parts")
-    totals = select(func.coalesce(func.sum(parts.c.n), 0).label("total")).subquery("totals")
+    # BIGINT, not the NUMERIC a SUM of BIGINT gives, which the driver would decode as a Decimal.
+    total = cast(func.coalesce(func.sum(parts.c.n), 0), BigInteger)
+    totals = select(total.label("total")).subquery("totals")
     page = _page_select(shape, after=after, seek=_seek(parts) if seek else None).subquery("page")
     # The LEFT JOIN keeps the total when the page is empty.
     return compile_statement(

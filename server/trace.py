@@ -69,9 +69,9 @@ def _number(value: Any) -> float | None:
 def _add_retrieval_hit(trace: pb.Trace, message_id: int, item: Any) -> None:
     if not isinstance(item, dict):
         return
-    source, document_id, chunk_id, content = (
-        _text(item.get(name)) for name in ("source", "document_id", "chunk_id", "content")
-    )
+    get = item.get  # straight-line lookups: this runs for every hit of every page
+    source, document_id = _text(get("source")), _text(get("document_id"))
+    chunk_id, content = _text(get("chunk_id")), _text(get("content"))
     if source is None and document_id is None and chunk_id is None and content is None:
         return
     hit = trace.retrieval.add(
@@ -81,7 +81,7 @@ def _add_retrieval_hit(trace: pb.Trace, message_id: int, item: Any) -> None:
         chunk_id=chunk_id or "",
         content=content or "",
     )
-    score = _number(item.get("score"))
+    score = _number(get("score"))
     if score is not None:
         hit.score = score
 
