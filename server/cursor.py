@@ -14,11 +14,12 @@ import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+
+from server.epoch import from_micros, to_micros
 
 _VERSION = 1
 _HEADER = struct.Struct(">BB8sqI")  # version, kind, fingerprint, created_at µs since epoch, page
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_KEY_BYTES = 1024
 
 # Pagination.page is an int32.
@@ -48,7 +49,7 @@ def fingerprint(*parts: object) -> bytes:
 
 def encode(cursor: Cursor, *, kind: int, query_fingerprint: bytes) -> str:
     """The URL-safe token for `cursor`."""
-    micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
+    micros = to_micros(cursor.created_at)
     header = _HEADER.pack(_VERSION, kind, query_fingerprint, micros, cursor.page)
     raw = header + cursor.key.encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -69,7 +70,7 @@ def decode(token: str, *, kind: int, query_fingerprint: bytes) -> Cursor:
         raise PageTokenError("was issued for another tenant, other filters or another page size")
     try:
         key = raw[_HEADER.size :].decode()
-        created_at = _EPOCH + timedelta(microseconds=micros)
+        created_at = from_micros(micros)
     except (UnicodeDecodeError, OverflowError):
         raise PageTokenError("is not a page token") from None
     # NUL cannot occur in a PostgreSQL text key, so only a forged token carries one.

@@ -71,7 +71,9 @@ _effective_status: ColumnElement[str] = literal_column(
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Row types are not frozen: a frozen dataclass sets each field through object.__setattr__, which
+# made building one 5x slower (0.81 vs 0.17 us for 8 fields), once per row of every page.
+@dataclass(slots=True)
 class SessionRow:
     """A session as read from chat_sessions, with its message count."""
 
@@ -80,12 +82,12 @@ class SessionRow:
     channel_type: str | None
     status: str  # as displayed: EFFECTIVE_STATUS_SQL
     end_time: str | None  # the stored endTime text, when it is a JSON string
-    created_at: datetime
-    updated_at: datetime
+    created_us: int  # microseconds since the epoch, as are all row times (see _EPOCH_US_SQL)
+    updated_us: int
     message_count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageRow:
     """A message as read from chat_messages."""
 
@@ -93,7 +95,24 @@ class MessageRow:
     role: str | None
     content: str | None
     metadata: Any
-    created_at: datetime
+    created_us: int
+
+
+# Row times come as exact microseconds since the epoch (EXTRACT gives NUMERIC since PostgreSQL
+# 14): measured, a BIGINT decodes and becomes a protobuf Timestamp in a third of the time a
+# timestamptz takes as a datetime (0.27 vs 0.87 us), and a list page carries 40 of them. Times
+# other services stored outside the Timestamp range (year 1 to 9999, e.g. 'infinity') are
+# clamped to its ends rather than failing the call.
+_EPOCH_US_SQL = (
+    "CAST(EXTRACT(EPOCH FROM LEAST(GREATEST({}, TIMESTAMPTZ '0001-01-01 00:00:00Z'), "
+    "TIMESTAMPTZ '9999-12-31 23:59:59.999999Z')) * 1000000 AS BIGINT)"
+)
+
+
+def _epoch_us(column: str) -> Label[int]:
+    return literal_column(_EPOCH_US_SQL.format(column), BigInteger).label(
+        column.rpartition(".")[2].replace("_at", "_us")
+    )
 
 
 # The status and end time are read in SQL rather than from decoded metadata: a list page then
@@ -104,8 +123,8 @@ _SESSION_COLUMNS: tuple[ColumnElement[Any], ...] = (
     _s.channel_type,
     _effective_status.label("status"),
     literal_column(_over(END_TIME_TEXT_SQL, "chat_sessions"), Text).label("end_time"),
-    _s.created_at,
-    _s.updated_at,
+    _epoch_us("chat_sessions.created_at"),
+    _epoch_us("chat_sessions.updated_at"),
 )
 _SESSION_FIELDS = tuple(column.name for column in _SESSION_COLUMNS)
 
@@ -281,7 +300,7 @@ def _page_select(shape: _Shape, *, after: bool, seek: CTE | None) -> Select[Any]
     return select(
         *(rows.c[name] for name in _SESSION_FIELDS),
         _message_count(rows.c.tenant_id, rows.c.session_id),
-    ).order_by(rows.c.created_at.desc(), rows.c.session_id.desc())
+    ).order_by(rows.c.created_us.desc(), rows.c.session_id.desc())
 
 
 def _seek(parts: CTE) -> CTE:
@@ -331,7 +350,7 @@ def _page_statement(
     return compile_statement(
         select(totals.c.total, *page.c)
         .select_from(totals.outerjoin(page, true()))
-        .order_by(page.c.created_at.desc(), page.c.session_id.desc())
+        .order_by(page.c.created_us.desc(), page.c.session_id.desc())
     )
 
 
@@ -365,14 +384,14 @@ async def list_page(
     return total, [_session_row(row[1:]) for row in rows if row[2] is not None]
 
 
-_MESSAGE_COLUMNS = ("id", "role", "content", "metadata", "created_at")
+_MESSAGE_COLUMNS = (_m.id, _m.role, _m.content, _m.metadata, _epoch_us("chat_messages.created_at"))
 
 
 def _detail_statement(after: bool) -> Compiled:
     """The session with its metadata (kind 0) and a page of its messages (kind 1) as one UNION
     ALL: one round trip and one snapshot without a transaction. Each row fills only its own
     kind's columns."""
-    message_columns = [_m[name] for name in _MESSAGE_COLUMNS]
+    message_columns = _MESSAGE_COLUMNS
     session = select(
         literal_column("0").label("kind"),
         *_SESSION_COLUMNS,
@@ -442,7 +461,7 @@ async def session_detail(
     if found is None:
         return None
     # UNION ALL keeps no order of its own; the page's order is restored here.
-    messages.sort(key=lambda message: (message.created_at, message.id))
+    messages.sort(key=lambda message: (message.created_us, message.id))
     return SessionDetail(*found, messages)
 
 
@@ -495,7 +514,9 @@ _UPDATE_STATUS = compile_statement(
       SELECT false, * FROM unchanged
     )
     SELECT s.changed, s.tenant_id, s.session_id, s.channel_type, {_STATUS_OF_S} AS status,
-      {_over(END_TIME_TEXT_SQL, "s")} AS end_time, s.created_at, s.updated_at,
+      {_over(END_TIME_TEXT_SQL, "s")} AS end_time,
+      {_EPOCH_US_SQL.format("s.created_at")} AS created_us,
+      {_EPOCH_US_SQL.format("s.updated_at")} AS updated_us,
       COALESCE((SELECT n FROM chat_session_message_counts AS m
         WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0) AS message_count,
       {_ACCEPTS_OF_S} AS accepts_status

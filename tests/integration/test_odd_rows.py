@@ -12,6 +12,8 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server import errors
 from server.jsonvalue import MAX_DEPTH, TRUNCATED
@@ -280,6 +282,44 @@ async def test_odd_session_metadata_is_listed_detailed_and_updated_as_documented
 
 
 # --- Odd columns ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("infinity", "9999-12-31T23:59:59.999999Z"),
+        ("20000-01-01 00:00:00Z", "9999-12-31T23:59:59.999999Z"),
+        ("-infinity", "0001-01-01T00:00:00Z"),
+        ("0100-01-01 00:00:00Z BC", "0001-01-01T00:00:00Z"),
+    ],
+)
+async def test_times_stored_outside_the_timestamp_range_are_shown_at_its_ends(
+    stub: pb_grpc.SessionMonitoringStub,
+    engine: AsyncEngine,
+    factory: Factory,
+    tenant: str,
+    stored: str,
+    shown: str,
+) -> None:
+    await factory.session(tenant, SESSION_ID)
+    await factory.message(tenant, SESSION_ID, content="hello")
+    async with engine.begin() as conn:
+        # CAST via text: the stored text as PostgreSQL itself parses it.
+        for statement in (
+            "UPDATE chat_sessions SET created_at = CAST(CAST(:t AS text) AS timestamptz),"
+            " updated_at = CAST(CAST(:t AS text) AS timestamptz)",
+            "UPDATE chat_messages SET created_at = CAST(CAST(:t AS text) AS timestamptz)",
+        ):
+            await conn.execute(
+                text(statement + " WHERE tenant_id = :tenant"), {"t": stored, "tenant": tenant}
+            )
+
+    session = (await detail(stub, tenant)).session
+    message = (await detail(stub, tenant)).messages[0]
+    for stamp in (session.start_time, session.update_time, message.create_time):
+        assert stamp.ToJsonString() == shown
+    assert (await listed(stub, tenant)).start_time.ToJsonString() == shown
+    assert (await update(stub, tenant, pb.SESSION_STATUS_CLOSED)).start_time.ToJsonString() == shown
 
 
 async def test_a_session_with_a_null_channel_type_has_no_channel_in_every_rpc(
