@@ -39,6 +39,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.sql.elements import Label
+from sqlalchemy.sql.selectable import NamedFromClause
 
 from server.counting import CountPlan, Range
 from server.cursor import Cursor
@@ -115,18 +116,37 @@ def _epoch_us(column: str) -> Label[int]:
     )
 
 
-# The status and end time are read in SQL rather than from decoded metadata: a list page then
-# decodes no JSON at all, and the status is exactly what the status filter and counters use.
-_SESSION_COLUMNS: tuple[ColumnElement[Any], ...] = (
+def _session_columns(source: NamedFromClause) -> tuple[ColumnElement[Any], ...]:
+    """A SessionRow's fields (but the message count) read from `source`: chat_sessions or a
+    subquery of its columns.
+
+    The status and end time are read in SQL rather than from decoded metadata: a list page then
+    decodes no JSON at all, and the status is exactly what the status filter and counters use.
+    Reading them costs per row, so a page computes them only for the rows it returns, never for
+    the rows its OFFSET skips.
+    """
+    name = source.name
+    return (
+        source.c.tenant_id,
+        source.c.session_id,
+        source.c.channel_type,
+        literal_column(_over(EFFECTIVE_STATUS_SQL, name), Text).label("status"),
+        literal_column(_over(END_TIME_TEXT_SQL, name), Text).label("end_time"),
+        _epoch_us(f"{name}.created_at"),
+        _epoch_us(f"{name}.updated_at"),
+    )
+
+
+_SESSION_COLUMNS = _session_columns(sessions_table)
+# What a page reads before it computes the fields, for its own rows only.
+_SESSION_SOURCE = (
     _s.tenant_id,
     _s.session_id,
     _s.channel_type,
-    _effective_status.label("status"),
-    literal_column(_over(END_TIME_TEXT_SQL, "chat_sessions"), Text).label("end_time"),
-    _epoch_us("chat_sessions.created_at"),
-    _epoch_us("chat_sessions.updated_at"),
+    _s.metadata,
+    _s.created_at,
+    _s.updated_at,
 )
-_SESSION_FIELDS = tuple(column.name for column in _SESSION_COLUMNS)
 
 _TENANT = bindparam("tenant_id", type_=_s.tenant_id.type)
 _SESSION = bindparam("session_id", type_=_s.session_id.type)
@@ -283,7 +303,7 @@ def _page_select(shape: _Shape, *, after: bool, seek: CTE | None) -> Select[Any]
             < tuple_(_time("after_created_at"), bindparam("after_key", type_=_s.session_id.type))
         )
     page = (
-        select(*_SESSION_COLUMNS)
+        select(*_SESSION_SOURCE)
         .where(*conditions)
         .order_by(_s.created_at.desc(), _s.session_id.desc())
         .limit(bindparam("limit", type_=Integer))
@@ -296,11 +316,11 @@ def _page_select(shape: _Shape, *, after: bool, seek: CTE | None) -> Select[Any]
             _s.created_at < func.coalesce(end, literal_column("'infinity'", _TIME)),
         ).offset(select(seek.c.skip).scalar_subquery())
     rows = page.subquery("page")
-    # Counts are looked up for the page's rows only, not for the rows OFFSET skips.
+    # Fields and counts are computed for the page's rows only, not for the rows OFFSET skips.
     return select(
-        *(rows.c[name] for name in _SESSION_FIELDS),
+        *_session_columns(rows),
         _message_count(rows.c.tenant_id, rows.c.session_id),
-    ).order_by(rows.c.created_us.desc(), rows.c.session_id.desc())
+    ).order_by(rows.c.created_at.desc(), rows.c.session_id.desc())
 
 
 def _seek(parts: CTE) -> CTE:

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from server import app
 from server.auth import CallerPolicy, PolicyError, load_policy
@@ -20,6 +20,8 @@ from server.db.engine import create_engine
 from server.db.migrate import upgrade_to_head
 from server.demo import DEMO_TENANT, load_demo_data
 from server.observability import configure_logging
+
+T = TypeVar("T")
 
 EXIT_USAGE = 2
 
@@ -106,7 +108,9 @@ def _serve_one(
 ) -> int:
     configure_logging(level=settings.log_level, log_format=settings.log_format)
     try:
-        _run(app.serve(settings, url, read_url=read_url, policy=policy, metrics_port_offset=worker))
+        run_on_fastest_loop(
+            app.serve(settings, url, read_url=read_url, policy=policy, metrics_port_offset=worker)
+        )
     except app.StartupError as error:
         # One clear line, no traceback: this is a configuration mistake, not a crash.
         logger.error("%s", error)  # noqa: TRY400
@@ -145,11 +149,10 @@ def _serve_many(
     return 0
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
+def run_on_fastest_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop where available: its event loop is measurably faster (see BENCHMARKS.md)."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
