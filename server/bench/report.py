@@ -136,7 +136,7 @@ def _scenario_details(run: ScenarioRun) -> list[str]:
         "  <details><summary>SQL replayed as its raw-SQL limit</summary>",
         "",
         "  ```sql",
-        *(f"  {line}" for line in sqlreplay.describe(run.transaction)),
+        *(f"  {line}" for line in sqlreplay.describe(run.sql)),
         "  ```",
         "",
         "  </details>",
@@ -205,12 +205,12 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         "per-request log; latency is h2load's, so it includes queueing at the client.",
         "- **raw SQL**: the exact statements the service sends for that call (captured from an "
         "in-process call through the service's statement observer), replayed with asyncpg "
-        "the way the service ran them (in the same transaction, same BEGIN options, COMMIT "
-        "or ROLLBACK, when it used one) by c workers, each on its own connection, from one "
-        "Python process. Rows are fetched but not converted to messages.",
-        "- **empty RPC**: an empty unary call on a bare grpc.aio server (no interceptor, "
-        "no database) in its own process, driven by h2load with the same settings. One "
-        "figure per concurrency.",
+        "the way the service runs them (each statement on its own, no transaction) by c "
+        "workers, each on its own connection, from one Python process on uvloop (the "
+        "service's own event loop). Rows are fetched but not converted to messages.",
+        "- **empty RPC**: an empty unary call on a bare grpc.aio server (default asyncio "
+        "loop, no interceptor, no database) in its own process, driven by h2load with the "
+        "same settings. One figure per concurrency.",
         "- **ratio** = service calls/s / min(raw SQL, empty RPC): 1.0 would mean the service "
         "adds nothing to the cheaper of its two unavoidable costs.",
         "- **replies**: h2load only counts HTTP statuses, and a gRPC error is HTTP 200, so "

@@ -50,7 +50,7 @@ class Cell:
 @dataclass(slots=True)
 class ScenarioRun:
     scenario: Scenario
-    transaction: sqlreplay.Transaction
+    sql: sqlreplay.CapturedCall
     reply_bytes: int = 0
     checks: list[str] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
@@ -114,12 +114,12 @@ async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
             token = bind_tenant(scenario.tenant)
             try:
                 await scenarios.call_in_process(service, scenario)
-                transaction = await capture.record(
+                captured = await capture.record(
                     lambda s=scenario: scenarios.call_in_process(service, s)  # type: ignore[misc]
                 )
             finally:
                 unbind_tenant(token)
-            runs.append(ScenarioRun(scenario, transaction))
+            runs.append(ScenarioRun(scenario, captured))
     finally:
         await database.close()
     return runs
@@ -243,7 +243,7 @@ async def _run_scenario(
         service = await _load(options, target, scenario.path, body, scenario.tenant, concurrency)
         sql = await sqlreplay.replay(
             pool,
-            scenario_run.transaction,
+            scenario_run.sql,
             concurrency=concurrency,
             duration=options.duration,
             warmup=options.warmup,

@@ -1,10 +1,9 @@
 """The raw-SQL limit: capture the statements one RPC issues, then replay them with plain asyncpg.
 
 Capture runs the servicer in-process on a database built like the server's, observing each
-transaction (isolation level, read-only flag, commit) and statement (SQL with `$n` placeholders
-and its arguments) through `server.db.statements.StatementObserver`. Replay sends the same
-statements with asyncpg in the same transaction (COMMIT when the service committed, else
-ROLLBACK).
+statement (SQL with `$n` placeholders and its arguments) through
+`server.db.statements.StatementObserver`. Replay sends the same statements with asyncpg, each on
+its own, as the service does (it opens no transactions).
 """
 
 from __future__ import annotations
@@ -24,13 +23,9 @@ from server.db.statements import Database
 
 
 @dataclass(slots=True)
-class Transaction:
-    """What one RPC sent to PostgreSQL."""
+class CapturedCall:
+    """The statements one RPC sent to PostgreSQL, in order, with their arguments."""
 
-    explicit: bool = False  # False: statements ran on their own, with no BEGIN/COMMIT
-    isolation: str | None = None  # asyncpg's spelling, e.g. "repeatable_read"; None = default
-    readonly: bool = False
-    commit: bool = False
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
 
@@ -38,28 +33,17 @@ class Capture:
     """Records the SQL a database runs while `record` is running (a StatementObserver)."""
 
     def __init__(self, database: Database) -> None:
-        self.current: Transaction | None = None
+        self.current: CapturedCall | None = None
         database.observers.append(self)
-
-    def begin(self, *, isolation: str, readonly: bool) -> None:
-        """Note the transaction's options."""
-        if self.current is not None:
-            self.current.explicit = True
-            self.current.isolation, self.current.readonly = isolation, readonly
 
     def statement(self, sql: str, arguments: Sequence[Any]) -> None:
         """Note a statement."""
         if self.current is not None:
             self.current.statements.append((sql, tuple(arguments)))
 
-    def end(self, *, committed: bool) -> None:
-        """Note how the transaction ended."""
-        if self.current is not None:
-            self.current.commit = committed
-
-    async def record(self, call: Callable[[], Awaitable[Any]]) -> Transaction:
+    async def record(self, call: Callable[[], Awaitable[Any]]) -> CapturedCall:
         """Run `call` and return the SQL it issued."""
-        self.current = Transaction()
+        self.current = CapturedCall()
         try:
             await call()
             return self.current
@@ -77,34 +61,20 @@ class ReplayResult:
     p99_ms: float
 
 
-async def _replay_once(conn: asyncpg.Connection, transaction: Transaction) -> None:
-    if not transaction.explicit:
-        for statement, parameters in transaction.statements:
-            await conn.fetch(statement, *parameters)
-        return
-    tx = conn.transaction(isolation=transaction.isolation, readonly=transaction.readonly)
-    await tx.start()
-    try:
-        for statement, parameters in transaction.statements:
-            await conn.fetch(statement, *parameters)
-    except BaseException:
-        await tx.rollback()
-        raise
-    if transaction.commit:
-        await tx.commit()
-    else:
-        await tx.rollback()
+async def _replay_once(conn: asyncpg.Connection, call: CapturedCall) -> None:
+    for statement, parameters in call.statements:
+        await conn.fetch(statement, *parameters)
 
 
 async def replay(
     pool: asyncpg.Pool,
-    transaction: Transaction,
+    call: CapturedCall,
     *,
     concurrency: int,
     duration: float,
     warmup: float = 0.3,
 ) -> ReplayResult:
-    """Replay `transaction` from `concurrency` workers, each on its own connection, for
+    """Replay `call` from `concurrency` workers, each on its own connection, for
     `duration` seconds after a short warm-up."""
     latencies: list[float] = []
     measuring = False
@@ -116,7 +86,7 @@ async def replay(
                 started = time.perf_counter()
                 if started >= stop_at:
                     return
-                await _replay_once(conn, transaction)
+                await _replay_once(conn, call)
                 if measuring:
                     latencies.append((time.perf_counter() - started) * 1000)
 
@@ -149,24 +119,9 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def describe(transaction: Transaction) -> Sequence[str]:
-    """The transaction as SQL text: BEGIN, each statement on one line followed by its
-    parameters as a comment, and COMMIT or ROLLBACK (statements only, when the service ran
-    them without an explicit transaction)."""
-    if not transaction.explicit:
-        return [
-            line for statement in transaction.statements for line in _statement_lines(*statement)
-        ]
-    begin = "BEGIN"
-    if transaction.isolation:
-        begin += " ISOLATION LEVEL " + transaction.isolation.replace("_", " ").upper()
-    if transaction.readonly:
-        begin += " READ ONLY"
-    lines = [begin + ";"]
-    for statement in transaction.statements:
-        lines.extend(_statement_lines(*statement))
-    lines.append("COMMIT;" if transaction.commit else "ROLLBACK;")
-    return lines
+def describe(call: CapturedCall) -> Sequence[str]:
+    """The statements as SQL text, each on one line followed by its parameters as a comment."""
+    return [line for statement in call.statements for line in _statement_lines(*statement)]
 
 
 def _statement_lines(statement: str, parameters: tuple[Any, ...]) -> list[str]:
