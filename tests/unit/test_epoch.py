@@ -1,0 +1,40 @@
+"""Microseconds since the epoch: exact both ways over the whole Timestamp range."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server.epoch import from_micros, to_micros
+
+YEAR_ONE = datetime(1, 1, 1, tzinfo=UTC)
+LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_a_moment_survives_the_round_trip(moment: datetime) -> None:
+    assert from_micros(to_micros(moment)) == moment
+
+
+@given(st.integers(min_value=to_micros(YEAR_ONE), max_value=to_micros(LAST_MOMENT)))
+def test_microseconds_survive_the_round_trip(micros: int) -> None:
+    assert to_micros(from_micros(micros)) == micros
+
+
+@pytest.mark.parametrize(
+    ("moment", "micros"),
+    [
+        (datetime(1970, 1, 1, tzinfo=UTC), 0),
+        (datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC), 1),
+        (datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), -1),
+        (datetime(2026, 12, 1, 2, 0, tzinfo=timezone(timedelta(hours=2))), 1_796_083_200_000_000),
+        (YEAR_ONE, -62_135_596_800_000_000),
+        (LAST_MOMENT, 253_402_300_799_999_999),
+    ],
+)
+def test_known_moments_have_their_microsecond_counts(moment: datetime, micros: int) -> None:
+    assert to_micros(moment) == micros
+    assert from_micros(micros) == moment
