@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -66,11 +67,53 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of process `pid` and all its descendants (every thread), or
+    None where /proc cannot tell (not Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    try:
+        entries = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # The command name (field 2) may hold spaces; the fields after its ")" are fixed.
+        fields = stat.rsplit(")", 1)[1].split()
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = int(fields[11]) + int(fields[12])
+    if pid not in times:
+        return None
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times[member] for member in tree) / tick
+
+
+@dataclass(frozen=True, slots=True)
+class ServerProcess:
+    """A server under load: where to call it, and its process (workers are its children)."""
+
+    target: str
+    pid: int
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server (all its workers and threads) has used so far."""
+        return tree_cpu_seconds(self.pid)
+
+
 @contextlib.asynccontextmanager
 async def service_server(
     database_url: str, *, workers: int | None, log: Path
-) -> AsyncIterator[str]:
-    """Run `python -m server serve` on a free port until the block ends; yields host:port."""
+) -> AsyncIterator[ServerProcess]:
+    """Run `python -m server serve` on a free port until the block ends."""
     target = f"127.0.0.1:{free_port()}"
     args = [sys.executable, "-m", "server", "serve", "--address", target]
     args += ["--database-url", database_url]
@@ -85,14 +128,14 @@ async def service_server(
         )
     try:
         await wait_serving(target, process, log)
-        yield target
+        yield ServerProcess(target, process.pid)
     finally:
         await _stop(process)
 
 
 @contextlib.asynccontextmanager
-async def empty_server() -> AsyncIterator[str]:
-    """Run `server.bench.empty_server` until the block ends; yields host:port."""
+async def empty_server() -> AsyncIterator[ServerProcess]:
+    """Run `server.bench.empty_server` until the block ends."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -104,6 +147,6 @@ async def empty_server() -> AsyncIterator[str]:
         line = await asyncio.wait_for(process.stdout.readline(), timeout=SERVER_START_TIMEOUT)
         if not line.strip().isdigit():
             raise RuntimeError("the empty-RPC server did not print its port")
-        yield f"127.0.0.1:{int(line)}"
+        yield ServerProcess(f"127.0.0.1:{int(line)}", process.pid)
     finally:
         await _stop(process)

@@ -71,13 +71,13 @@ def _fmt_ms(value: float) -> str:
 def table(results: Results) -> str:
     """The main table, one row per scenario and concurrency (Markdown)."""
     lines = [
-        "| Scenario | c | calls/s | p50 ms | p99 ms | raw SQL calls/s | raw SQL p50 ms "
-        "| empty RPC calls/s | ratio | replies |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| Scenario | c | calls/s | p50 ms | p99 ms | server CPU µs/call | raw SQL calls/s "
+        "| raw SQL p50 ms | empty RPC calls/s | ratio | replies |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for run in results.runs:
         if not run.cells:
-            lines.append(f"| {run.scenario.title} | | | | | | | | | check failed |")
+            lines.append(f"| {run.scenario.title} | | | | | | | | | | check failed |")
         for cell in run.cells:
             empty = results.empty.get(cell.concurrency)
             ratio = cell.service.calls_per_second / limit(cell, empty)
@@ -86,11 +86,25 @@ def table(results: Results) -> str:
                 f"| {run.scenario.title} | {cell.concurrency} "
                 f"| {_fmt_rate(cell.service.calls_per_second)} "
                 f"| {_fmt_ms(cell.service.p50_ms)} | {_fmt_ms(cell.service.p99_ms)} "
+                f"| {_fmt_rate(cell.server_cpu_us) if cell.server_cpu_us is not None else '-'} "
                 f"| {_fmt_rate(cell.sql.calls_per_second)} | {_fmt_ms(cell.sql.p50_ms)} "
                 f"| {_fmt_rate(empty.calls_per_second) if empty else '-'} "
                 f"| {ratio:.2f} | {replies} |"
             )
     return "\n".join(lines)
+
+
+def _empty_cpu(results: Results) -> list[str]:
+    measured = [(c, us) for c, us in sorted(results.empty_cpu_us.items()) if us is not None]
+    if not measured:
+        return []
+    per_c = ", ".join(f"{us:,.0f} µs at c={c}" for c, us in measured)
+    return [
+        f"The empty-RPC server's CPU per call, measured the same way: {per_c}. What a service "
+        "call costs beyond that is its handler, its database round trips and the work of "
+        "switching between them.",
+        "",
+    ]
 
 
 def _comparison(results: Results) -> list[str]:
@@ -203,6 +217,10 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         "",
         "- **calls/s, p50, p99**: the service through h2load. Percentiles come from h2load's "
         "per-request log; latency is h2load's, so it includes queueing at the client.",
+        "- **server CPU µs/call**: the CPU time (user and system, every thread of the server "
+        "and of its workers, from /proc) spent during the measured seconds, divided by the calls "
+        "completed in them. It includes the server's share of the kernel's socket work, so "
+        "it shows what one call costs the machine on the server's side.",
         "- **raw SQL**: the exact statements the service sends for that call (captured from an "
         "in-process call through the service's statement observer), replayed with asyncpg "
         "the way the service runs them (each statement on its own, no transaction) by c "
@@ -219,6 +237,7 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         "",
         table(results),
         "",
+        *_empty_cpu(results),
         *_comparison(results),
         DECISIONS.read_text().rstrip("\n"),
         "",

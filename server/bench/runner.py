@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Cell:
     service: h2load.LoadResult
     sql: sqlreplay.ReplayResult
     bad_replies: int  # calls whose reply was not the expected bytes (errors carry none)
+    server_cpu_us: float | None  # server CPU (all workers and threads) per completed call
 
 
 @dataclass(slots=True)
@@ -63,6 +65,7 @@ class Results:
     facts: dataset.Facts
     runs: list[ScenarioRun]
     empty: dict[int, h2load.LoadResult]
+    empty_cpu_us: dict[int, float | None] = field(default_factory=dict)  # per call, by c
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)  # wrong answers to the client checks
     server_log: dict[str, int] = field(default_factory=dict)  # warning/error line -> count
@@ -138,8 +141,15 @@ async def _deep_page_token(stub: pb_grpc.SessionMonitoringStub, facts: dataset.F
 
 
 async def _load(
-    options: Options, target: str, path: str, body: bytes, tenant: str, concurrency: int
-) -> h2load.LoadResult:
+    options: Options,
+    target: str,
+    path: str,
+    body: bytes,
+    tenant: str,
+    concurrency: int,
+    cpu_seconds: Callable[[], float | None] = lambda: None,
+) -> tuple[h2load.LoadResult, float | None]:
+    """h2load after a warm-up, and the CPU time `cpu_seconds` says was spent meanwhile."""
     common = {
         "url": f"http://{target}{path}",
         "body": body,
@@ -148,7 +158,11 @@ async def _load(
         "workdir": options.workdir / "h2load",
     }
     await h2load.run(**common, duration=options.warmup)  # type: ignore[arg-type]
-    return await h2load.run(**common, duration=options.duration)  # type: ignore[arg-type]
+    before = cpu_seconds()
+    result = await h2load.run(**common, duration=options.duration)  # type: ignore[arg-type]
+    after = cpu_seconds()
+    spent = None if before is None or after is None else after - before
+    return result, spent
 
 
 def _line(text: str) -> None:
@@ -174,9 +188,9 @@ async def run(options: Options, database_url: str) -> Results:
     async with (
         processes.service_server(
             database_url, workers=options.workers, log=options.workdir / "server.log"
-        ) as target,
-        processes.empty_server() as empty_target,
-        grpc.aio.insecure_channel(target) as channel,
+        ) as server,
+        processes.empty_server() as empty_server,
+        grpc.aio.insecure_channel(server.target) as channel,
     ):
         stub = pb_grpc.SessionMonitoringStub(channel)
         token = await _deep_page_token(stub, facts)
@@ -191,16 +205,27 @@ async def run(options: Options, database_url: str) -> Results:
         pool = await sqlreplay.open_pool(database_url, max(options.concurrency))
         try:
             for scenario_run in results.runs:
-                await _run_scenario(options, target, stub, pool, scenario_run, results)
+                await _run_scenario(options, server, stub, pool, scenario_run, results)
         finally:
             await pool.close()
         empty_body = h2load.grpc_frame(b"")
         for concurrency in options.concurrency:
-            result = await _load(
-                options, empty_target, EMPTY_PATH, empty_body, facts.big.tenant_id, concurrency
+            result, cpu = await _load(
+                options,
+                empty_server.target,
+                EMPTY_PATH,
+                empty_body,
+                facts.big.tenant_id,
+                concurrency,
+                empty_server.cpu_seconds,
             )
             results.empty[concurrency] = result
-            _line(f"  empty RPC            c={concurrency:<3} {result.calls_per_second:9.0f}/s")
+            cpu_us = cpu / result.done * 1e6 if cpu is not None and result.done else None
+            results.empty_cpu_us[concurrency] = cpu_us
+            _line(
+                f"  empty RPC            c={concurrency:<3} {result.calls_per_second:9.0f}/s"
+                + (f" cpu {cpu_us:5.0f} us/call" if cpu_us is not None else "")
+            )
     results.server_log = server_log_problems(options.workdir / "server.log")
     results.seconds = time.monotonic() - began
     return results
@@ -225,7 +250,7 @@ def server_log_problems(log: Path) -> dict[str, int]:
 
 async def _run_scenario(
     options: Options,
-    target: str,
+    server: processes.ServerProcess,
     stub: pb_grpc.SessionMonitoringStub,
     pool: asyncpg.Pool,
     scenario_run: ScenarioRun,
@@ -240,7 +265,15 @@ async def _run_scenario(
         return
     body = h2load.grpc_frame(scenario.request.SerializeToString())
     for concurrency in options.concurrency:
-        service = await _load(options, target, scenario.path, body, scenario.tenant, concurrency)
+        service, cpu = await _load(
+            options,
+            server.target,
+            scenario.path,
+            body,
+            scenario.tenant,
+            concurrency,
+            server.cpu_seconds,
+        )
         sql = await sqlreplay.replay(
             pool,
             scenario_run.sql,
@@ -249,11 +282,13 @@ async def _run_scenario(
             warmup=options.warmup,
         )
         bad = bad_replies(service, scenario_run.reply_bytes)
-        scenario_run.cells.append(Cell(concurrency, service, sql, bad))
+        cpu_us = cpu / service.done * 1e6 if cpu is not None and service.done else None
+        scenario_run.cells.append(Cell(concurrency, service, sql, bad, cpu_us))
         _line(
             f"  {scenario.key:<20} c={concurrency:<3} {service.calls_per_second:9.0f}/s "
-            f"p50 {service.p50_ms:7.2f} ms p99 {service.p99_ms:7.2f} ms | raw SQL "
-            f"{sql.calls_per_second:7.0f}/s"
+            f"p50 {service.p50_ms:7.2f} ms p99 {service.p99_ms:7.2f} ms"
+            + (f" cpu {cpu_us:5.0f} us/call" if cpu_us is not None else "")
+            + f" | raw SQL {sql.calls_per_second:7.0f}/s"
             + (f" | {bad} calls without the expected reply" if bad else "")
         )
     try:
