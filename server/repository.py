@@ -492,10 +492,16 @@ async def session_detail(
 # requested status, and rows whose metadata is not an object, are not touched.
 #
 # When nothing was updated, the same statement reads the row as it stands, so a no-op costs one
-# round trip too. FOR SHARE makes that read return the newest committed version (READ COMMITTED
-# follows the update chain for locking reads), so it never reports the pre-snapshot status that a
-# concurrent writer has just changed; FOR KEY SHARE would not, since it does not conflict with
-# the writer's non-key update and keeps the old version (tests/integration/test_faults.py).
+# round trip too. If the statement's snapshot already shows the requested status, that is the
+# answer, read without a lock: the call takes effect at that snapshot. Otherwise the UPDATE was
+# skipped because a concurrent writer got there first (or the metadata is not an object), and
+# the row is read FOR SHARE, which returns the newest committed version (READ COMMITTED follows
+# the update chain for locking reads), so it never reports the pre-snapshot status that writer
+# has just changed; FOR KEY SHARE would not, since it does not conflict with the writer's non-key
+# update and keeps the old version (tests/integration/test_faults.py). The locked read carries
+# no status condition: READ COMMITTED rechecks its conditions on the newest version. Keeping the
+# lock off the plain no-op matters: a row lock gives the statement a transaction id, and its
+# commit a WAL flush.
 _STATUS_OF_S = _over(EFFECTIVE_STATUS_SQL, "s")
 _ACCEPTS_OF_S = _over(ACCEPTS_STATUS_SQL, "s")
 _UPDATE_STATUS = compile_statement(
@@ -522,16 +528,25 @@ _UPDATE_STATUS = compile_statement(
         AND {_STATUS_OF_S} IS DISTINCT FROM CAST(:status AS text)
         AND {_ACCEPTS_OF_S}
       RETURNING s.*
-    ), unchanged AS (
+    ), already AS (
       SELECT s.* FROM chat_sessions AS s
       WHERE s.tenant_id = :tenant_id
         AND s.session_id = :session_id
         AND NOT EXISTS (SELECT FROM updated)
+        AND {_STATUS_OF_S} = CAST(:status AS text)
+    ), overtaken AS (
+      SELECT s.* FROM chat_sessions AS s
+      WHERE s.tenant_id = :tenant_id
+        AND s.session_id = :session_id
+        AND NOT EXISTS (SELECT FROM updated)
+        AND NOT EXISTS (SELECT FROM already)
       FOR SHARE
     ), result AS (
       SELECT true AS changed, * FROM updated
       UNION ALL
-      SELECT false, * FROM unchanged
+      SELECT false, * FROM already
+      UNION ALL
+      SELECT false, * FROM overtaken
     )
     SELECT s.changed, s.tenant_id, s.session_id, s.channel_type, {_STATUS_OF_S} AS status,
       {_over(END_TIME_TEXT_SQL, "s")} AS end_time,

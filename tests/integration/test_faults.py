@@ -237,6 +237,20 @@ async def test_an_update_racing_a_writer_that_sets_the_same_status_reports_what_
     }
 
 
+async def test_an_update_to_the_status_a_session_already_has_does_not_wait_on_a_writers_lock(
+    stub: pb_grpc.SessionMonitoringStub, engine: AsyncEngine, factory: Factory, tenant: str
+) -> None:
+    # The session is already closed in our snapshot: the call takes effect there and answers at
+    # once, even while another transaction holds the row (a locking read would wait for it).
+    await factory.session(tenant, "s-1", metadata={"status": "closed", "endTime": "2024-05-01"})
+    async with _row_locked(engine, tenant, "s-1"):
+        reply = await stub.UpdateSessionStatus(
+            _close("s-1"), metadata=tenant_metadata(tenant), timeout=SHORT_DEADLINE
+        )
+    assert reply.session.status == pb.SESSION_STATUS_CLOSED
+    assert reply.session.end_time.ToJsonString() == "2024-05-01T00:00:00Z"
+
+
 async def test_server_deadline_ceiling_ends_a_call_without_a_deadline(
     database_url: str, engine: AsyncEngine, factory: Factory, tenant: str
 ) -> None:
