@@ -1,6 +1,6 @@
-"""Data access: every query the service issues. Each takes where it runs first (the Database,
-for a statement on its own, or a caller's Transaction), the rest by keyword, and filters on
-tenant_id. Nothing here opens a transaction or knows about gRPC.
+"""Data access: every query the service issues. Each takes the Database it runs on first, the
+rest by keyword, and filters on tenant_id. Every call is one statement, so one round trip and
+one snapshot; nothing here opens a transaction or knows about gRPC.
 
 Statements are SQLAlchemy Core, built and compiled once per shape (which optional filters are
 present) with bound parameters; a call only binds values (see server.db.statements).

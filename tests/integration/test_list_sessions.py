@@ -431,6 +431,57 @@ async def test_a_combined_filter_pages_with_exact_totals(
         assert page.pagination.total_pages == 5
 
 
+# Rows over four UTC days, several sharing one instant, and one day with none: page numbers must
+# seek across whole days (counters), partial-day edges (rows) and empty days alike.
+_SPREAD = [
+    (f"s-{i:03d}", BASE_TIME + timedelta(hours=7 * (i // 3), minutes=0 if i % 3 else 17))
+    for i in range(40)
+    if not 7 <= i // 3 <= 10
+]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (None, None),
+        (BASE_TIME + timedelta(hours=5), None),
+        (None, BASE_TIME + timedelta(days=2, hours=9)),
+        (BASE_TIME + timedelta(hours=13), BASE_TIME + timedelta(days=3, hours=1)),
+        (BASE_TIME + timedelta(days=1, hours=1), BASE_TIME + timedelta(days=1, hours=20)),
+    ],
+)
+@pytest.mark.parametrize("page_size", [1, 4, 7])
+async def test_every_page_number_holds_the_rows_at_its_offset_within_any_time_range(
+    stub: pb_grpc.SessionMonitoringStub,
+    engine: AsyncEngine,
+    tenant: str,
+    start: datetime | None,
+    end: datetime | None,
+    page_size: int,
+) -> None:
+    await insert_sessions(engine, tenant, _SPREAD)
+    inside = [
+        (key, at)
+        for key, at in _SPREAD
+        if (start is None or at >= start) and (end is None or at <= end)
+    ]
+    expected = newest_first(inside)
+    fields: dict[str, Any] = {"page_size": page_size}
+    if start is not None:
+        fields["start_time"] = timestamp(start)
+    if end is not None:
+        fields["end_time"] = timestamp(end)
+
+    pages = await walk_page_numbers(stub, tenant, **fields)
+
+    assert [key for page in pages for key in ids(page)] == expected
+    for page in pages:
+        assert page.pagination.total == len(expected)
+    past_the_end = await list_sessions(stub, tenant, page=len(pages) + 1, **fields)
+    assert ids(past_the_end) == []
+    assert past_the_end.pagination.total == len(expected)
+
+
 # --- Page numbers -----------------------------------------------------------------------------
 
 
