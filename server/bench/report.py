@@ -107,6 +107,19 @@ def _empty_cpu(results: Results) -> list[str]:
     ]
 
 
+def _walk(results: Results) -> list[str]:
+    walk = results.walk
+    if walk is None:
+        return []
+    return [
+        f"Every message of `{walk.session_id}` ({walk.messages:,}) was read with "
+        f"GetSessionDetail and next_page_token, {walk.page_size:,} per page: {walk.pages} "
+        f"pages in {walk.seconds:.1f} s, each message once and in order; the largest reply was "
+        f"{walk.largest_reply_bytes:,} bytes (clients accept 4 MiB by default).",
+        "",
+    ]
+
+
 def _comparison(results: Results) -> list[str]:
     facts = results.facts
     if facts.million is None or facts.ten_thousand is None:
@@ -238,6 +251,7 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         table(results),
         "",
         *_empty_cpu(results),
+        *_walk(results),
         *_comparison(results),
         DECISIONS.read_text().rstrip("\n"),
         "",

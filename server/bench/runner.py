@@ -21,6 +21,7 @@ from server.db.statements import Database
 from server.runner import run_on_fastest_loop
 from server.service import SessionMonitoringService
 from server.tenancy import TENANT_METADATA_KEY, bind_tenant, unbind_tenant
+from server.validation import MAX_MESSAGE_PAGE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +69,60 @@ class Results:
     empty_cpu_us: dict[int, float | None] = field(default_factory=dict)  # per call, by c
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)  # wrong answers to the client checks
+    walk: SessionWalk | None = None  # every message of the huge session, when it was read
     server_log: dict[str, int] = field(default_factory=dict)  # warning/error line -> count
 
 
 class CheckError(RuntimeError):
     """A scenario's reply was not what the dataset says it must be."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionWalk:
+    """The huge session read from its first message to its last by next_page_token."""
+
+    session_id: str
+    messages: int
+    pages: int
+    page_size: int
+    largest_reply_bytes: int
+    seconds: float
+
+
+async def _walk_session(stub: pb_grpc.SessionMonitoringStub, facts: dataset.Facts) -> SessionWalk:
+    """Page through every message of the huge session with the largest page size; each message
+    must come once, in order, and the count must be the session's."""
+    began = time.monotonic()
+    token, seen, pages, largest = "", 0, 0, 0
+    last: tuple[int, int, int] | None = None
+    while True:
+        reply: pb.GetSessionDetailResponse = await stub.GetSessionDetail(
+            pb.GetSessionDetailRequest(
+                session_id=facts.huge_session, page_size=MAX_MESSAGE_PAGE_SIZE, page_token=token
+            ),
+            metadata=((TENANT_METADATA_KEY, facts.big.tenant_id),),
+            timeout=30,
+        )
+        pages += 1
+        largest = max(largest, reply.ByteSize())
+        for message in reply.messages:
+            key = (message.create_time.seconds, message.create_time.nanos, message.id)
+            if last is not None and key <= last:
+                raise CheckError(f"{facts.huge_session}: message {message.id} out of order")
+            last = key
+        seen += len(reply.messages)
+        token = reply.next_page_token
+        if not token:
+            break
+        if pages > facts.huge_messages:
+            raise CheckError(f"{facts.huge_session}: next_page_token never ran out")
+    if seen != facts.huge_messages:
+        raise CheckError(
+            f"{facts.huge_session}: {seen} messages paged, expected {facts.huge_messages}"
+        )
+    return SessionWalk(
+        facts.huge_session, seen, pages, MAX_MESSAGE_PAGE_SIZE, largest, time.monotonic() - began
+    )
 
 
 def bad_replies(result: h2load.LoadResult, reply_bytes: int) -> int:
@@ -208,6 +258,15 @@ async def run(options: Options, database_url: str) -> Results:
                 await _run_scenario(options, server, stub, pool, scenario_run, results)
         finally:
             await pool.close()
+        try:
+            results.walk = await _walk_session(stub, facts)
+            _line(
+                f"  paged all {results.walk.messages:,} messages of {results.walk.session_id} "
+                f"in {results.walk.pages} pages, {results.walk.seconds:.1f} s"
+            )
+        except CheckError as error:
+            results.failures.append(str(error))
+            _line(f"  {error}")
         empty_body = h2load.grpc_frame(b"")
         for concurrency in options.concurrency:
             result, cpu = await _load(
