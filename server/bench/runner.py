@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class Results:
     seconds: float = 0.0
     failures: list[str] = field(default_factory=list)  # wrong answers to the client checks
     walk: SessionWalk | None = None  # every message of the huge session, when it was read
+    # Page-1 p50s (ms) of the large and the small comparison tenant, per concurrency, from
+    # rounds that alternate between the two.
+    sizes: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
     server_log: dict[str, int] = field(default_factory=dict)  # warning/error line -> count
 
 
@@ -87,6 +91,41 @@ class SessionWalk:
     page_size: int
     largest_reply_bytes: int
     seconds: float
+
+
+SIZE_ROUNDS = 3
+
+
+async def _compare_tenant_sizes(
+    options: Options, server: processes.ServerProcess, results: Results
+) -> None:
+    """Page 1 of the large and the small comparison tenant, alternated for SIZE_ROUNDS rounds
+    at each concurrency: this machine's latency drifts within seconds, and cells measured minutes
+    apart would compare the drift rather than the tenants."""
+    facts = results.facts
+    if facts.million is None or facts.ten_thousand is None:
+        return
+    by_tenant = {run.scenario.tenant: run.scenario for run in results.runs}
+    large_scenario = by_tenant.get(facts.million.tenant_id)
+    small_scenario = by_tenant.get(facts.ten_thousand.tenant_id)
+    if large_scenario is None or small_scenario is None:
+        return
+    pair = (large_scenario, small_scenario)
+    for concurrency in options.concurrency:
+        large: list[float] = []
+        small: list[float] = []
+        for _ in range(SIZE_ROUNDS):
+            for scenario, p50s in zip(pair, (large, small), strict=True):
+                body = h2load.grpc_frame(scenario.request.SerializeToString())
+                result, _ = await _load(
+                    options, server.target, scenario.path, body, scenario.tenant, concurrency
+                )
+                p50s.append(result.p50_ms)
+        results.sizes[concurrency] = (large, small)
+        _line(
+            f"  tenant size          c={concurrency:<3} page 1 p50 large "
+            f"{statistics.median(large):.2f} ms, small {statistics.median(small):.2f} ms"
+        )
 
 
 async def _walk_session(stub: pb_grpc.SessionMonitoringStub, facts: dataset.Facts) -> SessionWalk:
@@ -258,6 +297,7 @@ async def run(options: Options, database_url: str) -> Results:
                 await _run_scenario(options, server, stub, pool, scenario_run, results)
         finally:
             await pool.close()
+        await _compare_tenant_sizes(options, server, results)
         try:
             results.walk = await _walk_session(stub, facts)
             _line(
