@@ -160,15 +160,13 @@ def _fill_page(response: pb.GetSessionDetailResponse, rows: list[repository.Mess
     return how many were added. A page always holds at least one message, so paging always
     makes progress, and stops early rather than exceed what a default client can receive."""
     fixed = response.ByteSize()
-    messages, trace = response.messages, response.trace
     for row in rows:
-        convert.fill_message(messages.add(), row)
-        add_to_trace(trace, TracedMessage(row.id, row.role, row.metadata))
+        _add_message(response, row)
     # One size for the whole response is far cheaper than one per message and entry, and a page
     # nearly always fits; only when it does not is it rebuilt, measuring as it goes.
     if response.ByteSize() <= RESPONSE_BYTES_BUDGET:
         return len(rows)
-    del messages[:]
+    del response.messages[:]
     response.ClearField("trace")
     return _fill_page_measured(response, rows, RESPONSE_BYTES_BUDGET - fixed)
 
@@ -178,7 +176,7 @@ def _fill_page_measured(
 ) -> int:
     """`_fill_page` for a page that would not fit: add messages while their size and their
     trace entries' size fit in `budget`."""
-    messages, trace = response.messages, response.trace
+    trace = response.trace
     parts: tuple[RepeatedCompositeFieldContainer[Any], ...] = (
         trace.retrieval,
         trace.tools,
@@ -186,9 +184,7 @@ def _fill_page_measured(
     )
     for kept, row in enumerate(rows):
         before = [len(part) for part in parts]
-        message = messages.add()
-        convert.fill_message(message, row)
-        add_to_trace(trace, TracedMessage(row.id, row.role, row.metadata))
+        message = _add_message(response, row)
         # Each entry's own size plus its field tag and length prefix (at most 1 + 5 bytes).
         size = (
             message.ByteSize()
@@ -200,9 +196,17 @@ def _fill_page_measured(
             )
         )
         if kept and size > budget:
-            del messages[-1]
+            del response.messages[-1]
             for part, start in zip(parts, before, strict=True):
                 del part[start:]
             return kept
         budget -= size
     return len(rows)
+
+
+def _add_message(response: pb.GetSessionDetailResponse, row: repository.MessageRow) -> pb.Message:
+    """Append the message of `row` and its trace entries to `response`; return the message."""
+    message = response.messages.add()
+    convert.fill_message(message, row)
+    add_to_trace(response.trace, TracedMessage(row.id, row.role, row.metadata))
+    return message

@@ -111,12 +111,12 @@ async def _compare_tenant_sizes(
     if large_scenario is None or small_scenario is None:
         return
     pair = (large_scenario, small_scenario)
+    bodies = [h2load.grpc_frame(scenario.request.SerializeToString()) for scenario in pair]
     for concurrency in options.concurrency:
         large: list[float] = []
         small: list[float] = []
         for _ in range(SIZE_ROUNDS):
-            for scenario, p50s in zip(pair, (large, small), strict=True):
-                body = h2load.grpc_frame(scenario.request.SerializeToString())
+            for scenario, body, p50s in zip(pair, bodies, (large, small), strict=True):
                 result, _ = await _load(
                     options, server.target, scenario.path, body, scenario.tenant, concurrency
                 )
@@ -238,7 +238,8 @@ async def _load(
     concurrency: int,
     cpu_seconds: Callable[[], float | None] = lambda: None,
 ) -> tuple[h2load.LoadResult, float | None]:
-    """h2load after a warm-up, and the CPU time `cpu_seconds` says was spent meanwhile."""
+    """h2load after a warm-up, and the CPU µs per completed call that `cpu_seconds` (a running
+    total) says were spent meanwhile (None when it cannot tell)."""
     common = {
         "url": f"http://{target}{path}",
         "body": body,
@@ -250,8 +251,13 @@ async def _load(
     before = cpu_seconds()
     result = await h2load.run(**common, duration=options.duration)  # type: ignore[arg-type]
     after = cpu_seconds()
-    spent = None if before is None or after is None else after - before
-    return result, spent
+    if before is None or after is None or not result.done:
+        return result, None
+    return result, (after - before) / result.done * 1e6
+
+
+def _cpu_text(cpu_us: float | None) -> str:
+    return "" if cpu_us is None else f" cpu {cpu_us:5.0f} us/call"
 
 
 def _line(text: str) -> None:
@@ -319,11 +325,10 @@ async def run(options: Options, database_url: str) -> Results:
                 empty_server.cpu_seconds,
             )
             results.empty[concurrency] = result
-            cpu_us = cpu / result.done * 1e6 if cpu is not None and result.done else None
-            results.empty_cpu_us[concurrency] = cpu_us
+            results.empty_cpu_us[concurrency] = cpu
             _line(
                 f"  empty RPC            c={concurrency:<3} {result.calls_per_second:9.0f}/s"
-                + (f" cpu {cpu_us:5.0f} us/call" if cpu_us is not None else "")
+                + _cpu_text(cpu)
             )
     results.server_log = server_log_problems(options.workdir / "server.log")
     results.seconds = time.monotonic() - began
@@ -381,12 +386,11 @@ async def _run_scenario(
             warmup=options.warmup,
         )
         bad = bad_replies(service, scenario_run.reply_bytes)
-        cpu_us = cpu / service.done * 1e6 if cpu is not None and service.done else None
-        scenario_run.cells.append(Cell(concurrency, service, sql, bad, cpu_us))
+        scenario_run.cells.append(Cell(concurrency, service, sql, bad, cpu))
         _line(
             f"  {scenario.key:<20} c={concurrency:<3} {service.calls_per_second:9.0f}/s "
             f"p50 {service.p50_ms:7.2f} ms p99 {service.p99_ms:7.2f} ms"
-            + (f" cpu {cpu_us:5.0f} us/call" if cpu_us is not None else "")
+            + _cpu_text(cpu)
             + f" | raw SQL {sql.calls_per_second:7.0f}/s"
             + (f" | {bad} calls without the expected reply" if bad else "")
         )
