@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -19,14 +20,19 @@ async def _empty(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) ->
     return b""
 
 
-async def serve(address: str) -> None:
-    """Serve until killed, printing the bound port on the first line of stdout."""
+async def serve_bare(address: str, service: str, handlers: Mapping[str, Any]) -> None:
+    """Serve raw-bytes unary `handlers` (method name -> coroutine function) on a plain grpc.aio
+    server until killed, printing the bound port on the first line of stdout."""
     server = grpc.aio.server()
-    # No (de)serializers: the handler sees and returns raw bytes, so nothing is parsed.
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(_empty)}
+    # No (de)serializers: handlers see and return raw bytes, so nothing is parsed.
+    generic = grpc.method_handlers_generic_handler(
+        service,
+        {
+            method: grpc.unary_unary_rpc_method_handler(handler)
+            for method, handler in handlers.items()
+        },
     )
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((generic,))
     port = server.add_insecure_port(address)
     await server.start()
     print(port, flush=True)
@@ -36,7 +42,7 @@ async def serve(address: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m server.bench.empty_server")
     parser.add_argument("--address", default="127.0.0.1:0")
-    asyncio.run(serve(parser.parse_args().address))
+    asyncio.run(serve_bare(parser.parse_args().address, SERVICE, {METHOD: _empty}))
     return 0
 
 

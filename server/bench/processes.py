@@ -1,4 +1,5 @@
-"""The two servers under load, each in its own process: the real service and the bare empty RPC."""
+"""The servers under load, each in its own process: the real service, and the bare ones (the
+empty RPC, the floor)."""
 
 from __future__ import annotations
 
@@ -134,19 +135,16 @@ async def service_server(
 
 
 @contextlib.asynccontextmanager
-async def empty_server() -> AsyncIterator[ServerProcess]:
-    """Run `server.bench.empty_server` until the block ends."""
+async def bare_server(module: str, *args: str) -> AsyncIterator[ServerProcess]:
+    """Run `python -m module *args` (a bench server that prints its port) until the block ends."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "server.bench.empty_server",
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", module, *args, stdout=asyncio.subprocess.PIPE
     )
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), timeout=SERVER_START_TIMEOUT)
         if not line.strip().isdigit():
-            raise RuntimeError("the empty-RPC server did not print its port")
+            raise RuntimeError(f"{module} did not print its port")
         yield ServerProcess(f"127.0.0.1:{int(line)}", process.pid)
     finally:
         await _stop(process)

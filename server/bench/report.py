@@ -65,6 +65,10 @@ def _fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def _fmt_cpu(value: float | None) -> str:
+    return "-" if value is None else _fmt_rate(value)
+
+
 def _fmt_ms(value: float) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
@@ -72,25 +76,30 @@ def _fmt_ms(value: float) -> str:
 def table(results: Results) -> str:
     """The main table, one row per scenario and concurrency (Markdown)."""
     lines = [
-        "| Scenario | c | calls/s | p50 ms | p99 ms | server CPU µs/call | raw SQL calls/s "
-        "| raw SQL p50 ms | empty RPC calls/s | ratio | replies |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        "| Scenario | c | calls/s | p50 ms | p99 ms | server CPU µs/call | floor calls/s "
+        "| floor CPU µs/call | raw SQL calls/s | empty RPC calls/s | ratio | floor ratio "
+        "| service / floor | replies |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for run in results.runs:
         if not run.cells:
-            lines.append(f"| {run.scenario.title} | | | | | | | | | | check failed |")
+            lines.append(f"| {run.scenario.title} |" + " |" * 12 + " check failed |")
         for cell in run.cells:
             empty = results.empty.get(cell.concurrency)
-            ratio = cell.service.calls_per_second / limit(cell, empty)
+            tighter = limit(cell, empty)
             replies = "ok" if cell.bad_replies == 0 else f"**{cell.bad_replies:,} bad**"
             lines.append(
                 f"| {run.scenario.title} | {cell.concurrency} "
                 f"| {_fmt_rate(cell.service.calls_per_second)} "
                 f"| {_fmt_ms(cell.service.p50_ms)} | {_fmt_ms(cell.service.p99_ms)} "
-                f"| {_fmt_rate(cell.server_cpu_us) if cell.server_cpu_us is not None else '-'} "
-                f"| {_fmt_rate(cell.sql.calls_per_second)} | {_fmt_ms(cell.sql.p50_ms)} "
+                f"| {_fmt_cpu(cell.server_cpu_us)} "
+                f"| {_fmt_rate(cell.floor.calls_per_second)} | {_fmt_cpu(cell.floor_cpu_us)} "
+                f"| {_fmt_rate(cell.sql.calls_per_second)} "
                 f"| {_fmt_rate(empty.calls_per_second) if empty else '-'} "
-                f"| {ratio:.2f} | {replies} |"
+                f"| {cell.service.calls_per_second / tighter:.2f} "
+                f"| {cell.floor.calls_per_second / tighter:.2f} "
+                f"| {cell.service.calls_per_second / cell.floor.calls_per_second:.2f} "
+                f"| {replies} |"
             )
     return "\n".join(lines)
 
@@ -240,8 +249,18 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         "- **empty RPC**: an empty unary call on a bare grpc.aio server (default asyncio "
         "loop, no interceptor, no database) in its own process, driven by h2load with the "
         "same settings. One figure per concurrency.",
+        "- **floor**: a bare grpc.aio server (no interceptor, on uvloop like the service) whose "
+        "handler sends the scenario's exact statements through the service's own connection "
+        "stack (same pool size, JSON codecs, rows fetched) and returns the service's reply "
+        "bytes as they are: no parsing, validation, conversion or logging. Any implementation "
+        "of the call on grpc.aio and asyncpg does at least this, so the floor is what this "
+        "machine allows the call at all, measured by h2load right after the service's cell.",
         "- **ratio** = service calls/s / min(raw SQL, empty RPC): 1.0 would mean the service "
-        "adds nothing to the cheaper of its two unavoidable costs.",
+        "adds nothing to the cheaper of its two unavoidable costs. **floor ratio** is the same "
+        "for the floor: no implementation on this stack can be expected above it here. "
+        "**service / floor** is what the service's own work (request parsing, validation, "
+        "tenancy, statement building, rows to messages, serialization, interceptor) leaves of "
+        "the floor.",
         "- **replies**: h2load only counts HTTP statuses, and a gRPC error is HTTP 200, so "
         "every completed call's DATA bytes are checked against the reply size of a correct "
         "call; `ok` means no call can have returned anything else.",

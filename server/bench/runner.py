@@ -15,7 +15,7 @@ import grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server.bench import dataset, h2load, processes, scenarios, sqlreplay
+from server.bench import dataset, floor_server, h2load, processes, scenarios, sqlreplay
 from server.bench.empty_server import PATH as EMPTY_PATH
 from server.bench.scenarios import Scenario
 from server.db.statements import Database
@@ -42,19 +42,22 @@ class Options:
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One scenario at one concurrency: the service and its raw-SQL limit."""
+    """One scenario at one concurrency: the service, its floor and its raw-SQL limit."""
 
     concurrency: int
     service: h2load.LoadResult
+    floor: h2load.LoadResult
     sql: sqlreplay.ReplayResult
     bad_replies: int  # calls whose reply was not the expected bytes (errors carry none)
     server_cpu_us: float | None  # server CPU (all workers and threads) per completed call
+    floor_cpu_us: float | None
 
 
 @dataclass(slots=True)
 class ScenarioRun:
     scenario: Scenario
     sql: sqlreplay.CapturedCall
+    reply: bytes  # the service's serialized reply, which the floor returns as it is
     reply_bytes: int = 0
     checks: list[str] = field(default_factory=list)
     cells: list[Cell] = field(default_factory=list)
@@ -205,13 +208,13 @@ async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
         for scenario in items:
             token = bind_tenant(scenario.tenant)
             try:
-                await scenarios.call_in_process(service, scenario)
+                reply = await scenarios.call_in_process(service, scenario)
                 captured = await capture.record(
                     lambda s=scenario: scenarios.call_in_process(service, s)  # type: ignore[misc]
                 )
             finally:
                 unbind_tenant(token)
-            runs.append(ScenarioRun(scenario, captured))
+            runs.append(ScenarioRun(scenario, captured, reply.SerializeToString()))
     finally:
         await database.close()
     return runs
@@ -284,7 +287,7 @@ async def run(options: Options, database_url: str) -> Results:
         processes.service_server(
             database_url, workers=options.workers, log=options.workdir / "server.log"
         ) as server,
-        processes.empty_server() as empty_server,
+        processes.bare_server("server.bench.empty_server") as empty_server,
         grpc.aio.insecure_channel(server.target) as channel,
     ):
         stub = pb_grpc.SessionMonitoringStub(channel)
@@ -297,10 +300,21 @@ async def run(options: Options, database_url: str) -> Results:
             items = [item for item in items if item.key in options.scenarios]
         _line(f"capturing the SQL of {len(items)} scenarios")
         results.runs = await _capture(database_url, items)
+        spec = options.workdir / "floor.pickle"
+        floor_server.write_spec(
+            spec,
+            {
+                run.scenario.key: floor_server.FloorCall(run.sql.statements, run.reply)
+                for run in results.runs
+            },
+        )
         pool = await sqlreplay.open_pool(database_url, max(options.concurrency))
         try:
-            for scenario_run in results.runs:
-                await _run_scenario(options, server, stub, pool, scenario_run, results)
+            async with processes.bare_server(
+                "server.bench.floor_server", "--database-url", database_url, "--spec", str(spec)
+            ) as floor:
+                for scenario_run in results.runs:
+                    await _run_scenario(options, server, floor, stub, pool, scenario_run, results)
         finally:
             await pool.close()
         await _compare_tenant_sizes(options, server, results)
@@ -355,6 +369,7 @@ def server_log_problems(log: Path) -> dict[str, int]:
 async def _run_scenario(
     options: Options,
     server: processes.ServerProcess,
+    floor: processes.ServerProcess,
     stub: pb_grpc.SessionMonitoringStub,
     pool: asyncpg.Pool,
     scenario_run: ScenarioRun,
@@ -378,6 +393,15 @@ async def _run_scenario(
             concurrency,
             server.cpu_seconds,
         )
+        floor_result, floor_cpu = await _load(
+            options,
+            floor.target,
+            floor_server.path(scenario.key),
+            body,
+            scenario.tenant,
+            concurrency,
+            floor.cpu_seconds,
+        )
         sql = await sqlreplay.replay(
             pool,
             scenario_run.sql,
@@ -386,11 +410,22 @@ async def _run_scenario(
             warmup=options.warmup,
         )
         bad = bad_replies(service, scenario_run.reply_bytes)
-        scenario_run.cells.append(Cell(concurrency, service, sql, bad, cpu))
+        floor_bad = bad_replies(floor_result, scenario_run.reply_bytes)
+        if floor_bad:
+            # The floor returns fixed bytes, so a shortfall is a failed statement: its figure
+            # would not be a floor.
+            results.failures.append(
+                f"{scenario.key} c={concurrency}: {floor_bad} floor calls failed"
+            )
+        scenario_run.cells.append(
+            Cell(concurrency, service, floor_result, sql, bad, cpu, floor_cpu)
+        )
         _line(
             f"  {scenario.key:<20} c={concurrency:<3} {service.calls_per_second:9.0f}/s "
             f"p50 {service.p50_ms:7.2f} ms p99 {service.p99_ms:7.2f} ms"
             + _cpu_text(cpu)
+            + f" | floor {floor_result.calls_per_second:7.0f}/s"
+            + _cpu_text(floor_cpu)
             + f" | raw SQL {sql.calls_per_second:7.0f}/s"
             + (f" | {bad} calls without the expected reply" if bad else "")
         )
