@@ -23,7 +23,7 @@ from server.epoch import from_micros
 from server.errors import ConflictError, SessionMetadataNotObjectError, SessionNotFoundError
 from server.jsonvalue import fill_struct
 from server.tenancy import current_tenant
-from server.trace import TracedMessage, add_to_trace
+from server.trace import add_to_trace
 
 Context = grpc.aio.ServicerContext[Any, Any]
 logger = logging.getLogger(__name__)
@@ -208,5 +208,5 @@ def _add_message(response: pb.GetSessionDetailResponse, row: repository.MessageR
     """Append the message of `row` and its trace entries to `response`; return the message."""
     message = response.messages.add()
     convert.fill_message(message, row)
-    add_to_trace(response.trace, TracedMessage(row.id, row.role, row.metadata))
+    add_to_trace(response.trace, row.id, row.role, row.metadata)
     return message

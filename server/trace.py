@@ -7,7 +7,6 @@ never fails the call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
@@ -21,27 +20,21 @@ _TOOL_STATUSES: dict[str, pb.ToolCallStatus] = {
 }
 
 
-@dataclass(slots=True)  # not frozen: one per message of every page, and frozen is 5x slower
-class TracedMessage:
-    """The parts of a message the trace reads."""
+def add_to_trace(trace: pb.Trace, message_id: int, role: str | None, metadata: Any) -> None:
+    """Append what message `message_id` retrieved, called and failed to `trace`, in place.
 
-    id: int
-    role: str | None
-    metadata: Any
-
-
-def add_to_trace(trace: pb.Trace, message: TracedMessage) -> None:
-    """Append what `message` retrieved, called and failed to `trace`, in place."""
-    if message.role != ASSISTANT_ROLE or not isinstance(message.metadata, dict):
+    Takes the message's parts rather than an object holding them: this runs for every message of
+    every detail page, and building one object per message cost a tenth of the trace's time.
+    """
+    if role != ASSISTANT_ROLE or not isinstance(metadata, dict):
         return
-    metadata = message.metadata
     for item in _as_list(metadata.get("retrieval")):
-        _add_retrieval_hit(trace, message.id, item)
+        _add_retrieval_hit(trace, message_id, item)
     for item in _as_list(metadata.get("tool_calls")):
-        _add_tool_call(trace, message.id, item)
+        _add_tool_call(trace, message_id, item)
     error = metadata.get("error")
     for item in error if isinstance(error, list) else [error]:
-        _add_trace_error(trace, message.id, item)
+        _add_trace_error(trace, message_id, item)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -70,18 +63,24 @@ def _add_retrieval_hit(trace: pb.Trace, message_id: int, item: Any) -> None:
     if not isinstance(item, dict):
         return
     get = item.get  # straight-line lookups: this runs for every hit of every page
-    source, document_id = _text(get("source")), _text(get("document_id"))
-    chunk_id, content = _text(get("chunk_id")), _text(get("content"))
-    if source is None and document_id is None and chunk_id is None and content is None:
-        return
-    hit = trace.retrieval.add(
-        message_id=message_id,
-        source=source or "",
-        document_id=document_id or "",
-        chunk_id=chunk_id or "",
-        content=content or "",
-    )
-    score = _number(get("score"))
+    source, document_id = get("source"), get("document_id")
+    chunk_id, content = get("chunk_id"), get("content")
+    # Hits as stored hold four strings: only an odd hit pays for converting each field (measured,
+    # the four conversions were half the cost of a hit).
+    if not type(source) is type(document_id) is type(chunk_id) is type(content) is str:
+        source, document_id = _text(source), _text(document_id)
+        chunk_id, content = _text(chunk_id), _text(content)
+        if source is None and document_id is None and chunk_id is None and content is None:
+            return
+    hit = trace.retrieval.add()
+    hit.message_id = message_id  # attribute by attribute: faster in upb than keyword arguments
+    hit.source = source or ""
+    hit.document_id = document_id or ""
+    hit.chunk_id = chunk_id or ""
+    hit.content = content or ""
+    score = get("score")
+    if type(score) is not float:
+        score = _number(score)
     if score is not None:
         hit.score = score
 
@@ -92,11 +91,12 @@ def _add_tool_call(trace: pb.Trace, message_id: int, item: Any) -> None:
     name = _text(item.get("name"))
     if name is None:
         return  # a tool call without a tool name says nothing useful
-    call = trace.tools.add(
-        message_id=message_id,
-        id=_text(item.get("id")) or "",
-        name=name,
-        status=_TOOL_STATUSES.get(_text(item.get("status")) or "", pb.TOOL_CALL_STATUS_UNSPECIFIED),
+    call = trace.tools.add()
+    call.message_id = message_id
+    call.id = _text(item.get("id")) or ""
+    call.name = name
+    call.status = _TOOL_STATUSES.get(
+        _text(item.get("status")) or "", pb.TOOL_CALL_STATUS_UNSPECIFIED
     )
     arguments = item.get("arguments")
     if isinstance(arguments, dict):

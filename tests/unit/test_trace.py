@@ -9,18 +9,20 @@ import pytest
 from google.protobuf import json_format
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
-from server.trace import TracedMessage, add_to_trace
+from server.trace import add_to_trace
+
+Message = tuple[int, str | None, Any]  # id, role, metadata
 
 
-def build_trace(messages: Iterable[TracedMessage]) -> pb.Trace:
+def build_trace(messages: Iterable[Message]) -> pb.Trace:
     trace = pb.Trace()
-    for message in messages:
-        add_to_trace(trace, message)
+    for message_id, role, metadata in messages:
+        add_to_trace(trace, message_id, role, metadata)
     return trace
 
 
-def _assistant(message_id: int, metadata: Any) -> TracedMessage:
-    return TracedMessage(id=message_id, role="assistant", metadata=metadata)
+def _assistant(message_id: int, metadata: Any) -> Message:
+    return (message_id, "assistant", metadata)
 
 
 def _trace(metadata: Any, message_id: int = 7) -> pb.Trace:
@@ -147,7 +149,7 @@ def test_entries_are_attributed_to_their_message_in_message_order() -> None:
     trace = build_trace(
         [
             _assistant(1, {"retrieval": [{"source": "a"}], "tool_calls": [{"name": "first"}]}),
-            TracedMessage(id=2, role="user", metadata={"tool_calls": [{"name": "from-user"}]}),
+            (2, "user", {"tool_calls": [{"name": "from-user"}]}),
             _assistant(3, {"tool_calls": [{"name": "second"}], "error": {"code": "E"}}),
             _assistant(4, {"retrieval": [{"source": "b"}, {"source": "c"}]}),
         ]
@@ -167,7 +169,7 @@ def test_metadata_of_non_assistant_messages_is_ignored(role: str | None) -> None
         "tool_calls": [{"name": "t"}],
         "error": {"code": "E"},
     }
-    assert build_trace([TracedMessage(id=1, role=role, metadata=metadata)]) == pb.Trace()
+    assert build_trace([(1, role, metadata)]) == pb.Trace()
 
 
 @pytest.mark.parametrize("metadata", [None, [], ["retrieval"], "text", 3, True])
