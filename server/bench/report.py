@@ -62,6 +62,13 @@ def limit(cell: Cell, empty: h2load.LoadResult | None) -> float:
     return min(limits)
 
 
+def ratios(cell: Cell, empty: h2load.LoadResult | None) -> tuple[float, float, float]:
+    """The service and the floor against the tighter limit, and the service against the floor."""
+    tighter = limit(cell, empty)
+    service, floor = cell.service.calls_per_second, cell.floor.calls_per_second
+    return service / tighter, floor / tighter, service / floor
+
+
 def _fmt_rate(value: float) -> str:
     return f"{value:,.0f}"
 
@@ -87,7 +94,7 @@ def table(results: Results) -> str:
             lines.append(f"| {run.scenario.title} |" + " |" * 12 + " check failed |")
         for cell in run.cells:
             empty = results.empty.get(cell.concurrency)
-            tighter = limit(cell, empty)
+            ratio, floor_ratio, share = ratios(cell, empty)
             replies = "ok" if cell.bad_replies == 0 else f"**{cell.bad_replies:,} bad**"
             lines.append(
                 f"| {run.scenario.title} | {cell.concurrency} "
@@ -97,10 +104,7 @@ def table(results: Results) -> str:
                 f"| {_fmt_rate(cell.floor.calls_per_second)} | {_fmt_cpu(cell.floor_cpu_us)} "
                 f"| {_fmt_rate(cell.sql.calls_per_second)} "
                 f"| {_fmt_rate(empty.calls_per_second) if empty else '-'} "
-                f"| {cell.service.calls_per_second / tighter:.2f} "
-                f"| {cell.floor.calls_per_second / tighter:.2f} "
-                f"| {cell.service.calls_per_second / cell.floor.calls_per_second:.2f} "
-                f"| {replies} |"
+                f"| {ratio:.2f} | {floor_ratio:.2f} | {share:.2f} | {replies} |"
             )
     return "\n".join(lines)
 
@@ -108,18 +112,18 @@ def table(results: Results) -> str:
 def _floor_summary(results: Results) -> list[str]:
     """What the floor says about the 0.5 target, in this run's figures."""
     cells = [
-        (run, cell, limit(cell, results.empty.get(cell.concurrency)))
+        (run, cell, ratios(cell, results.empty.get(cell.concurrency)))
         for run in results.runs
         for cell in run.cells
     ]
     if not cells:
         return []
-    floor_ratios = [cell.floor.calls_per_second / tighter for _, cell, tighter in cells]
-    shares = [cell.service.calls_per_second / cell.floor.calls_per_second for _, cell, _ in cells]
+    floor_ratios = [floor_ratio for _, _, (_, floor_ratio, _) in cells]
+    shares = [share for _, _, (_, _, share) in cells]
     below = [
-        f"{run.scenario.title} at c={cell.concurrency} ({ratio:.2f})"
-        for (run, cell, _), ratio in zip(cells, floor_ratios, strict=True)
-        if ratio < TARGET_RATIO
+        f"{run.scenario.title} at c={cell.concurrency} ({floor_ratio:.2f})"
+        for run, cell, (_, floor_ratio, _) in cells
+        if floor_ratio < TARGET_RATIO
     ]
     return [
         f"The floor reaches {min(floor_ratios):.2f} to {max(floor_ratios):.2f} of the tighter "
