@@ -21,6 +21,7 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
 from server.auth import CallerPolicy
 from server.config import Settings
+from server.db import counters
 from server.db.statements import Database
 from server.interceptors import ServiceInterceptor
 from server.observability import Metrics
@@ -46,28 +47,49 @@ class App:
     health: health_aio.HealthServicer
     databases: tuple[Database, ...]  # the primary, then the read replica if any
     probe_interval: float
-    _probe: asyncio.Task[None] | None = field(default=None, init=False)
+    # Its own connection on the primary: background upkeep never waits for a serving slot.
+    maintenance: Database
+    fold_interval: float
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _serving: bool | None = field(default=None, init=False)
+    _fold_failing: bool = field(default=False, init=False)
 
     async def start(self) -> None:
-        """Start serving; health follows the database from the first probe on."""
-        for database in self.databases:
+        """Start serving; health follows the database from the first probe on, and the
+        counters' deltas are folded every `fold_interval` seconds."""
+        for database in (*self.databases, self.maintenance):
             await database.open()
         await self.server.start()
         await self.check_database()
-        self._probe = asyncio.create_task(self._probe_forever(), name="database-health-probe")
+        self._tasks = [
+            asyncio.create_task(self._probe_forever(), name="database-health-probe"),
+            asyncio.create_task(self._fold_forever(), name="counter-folder"),
+        ]
 
     async def stop(self, grace: float) -> None:
         """Report NOT_SERVING, refuse new calls, let in-flight calls finish within `grace`,
         then close the database pools."""
-        if self._probe is not None:
-            self._probe.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+                await task
         await self._set_serving(False)
         await self.server.stop(grace)
-        for database in self.databases:
+        for database in (*self.databases, self.maintenance):
             await database.close()
+
+    async def fold_counters(self) -> counters.FoldResult | None:
+        """Fold the counters' deltas once; None (logged once per outage) when it failed."""
+        try:
+            result = await counters.fold(self.maintenance)
+        except Exception as error:  # the next round retries; reads stay exact meanwhile
+            if not self._fold_failing:
+                logger.warning("folding counter deltas failed: %s", error.__class__.__name__)
+            self._fold_failing = True
+            return None
+        self._fold_failing = False
+        return result
 
     async def check_database(self) -> bool:
         """Probe every database once and publish the result as the health status."""
@@ -87,6 +109,11 @@ class App:
         while True:
             await asyncio.sleep(self.probe_interval)
             await self.check_database()
+
+    async def _fold_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.fold_interval)
+            await self.fold_counters()
 
     async def _set_serving(self, serving: bool) -> None:
         if serving == self._serving:
@@ -145,7 +172,16 @@ def create_app(
     )
     port = _bind(server, settings)
     databases = (database,) if read_database is None else (database, read_database)
-    return App(server, port, health_servicer, databases, settings.health_check_interval)
+    maintenance = _database(settings, database_url, pool_size=1)
+    return App(
+        server,
+        port,
+        health_servicer,
+        databases,
+        settings.health_check_interval,
+        maintenance,
+        settings.counter_fold_interval,
+    )
 
 
 def _bind(server: grpc.aio.Server, settings: Settings) -> int:
@@ -223,10 +259,10 @@ async def serve(
         logger.info("stopped")
 
 
-def _database(settings: Settings, url: str) -> Database:
+def _database(settings: Settings, url: str, *, pool_size: int | None = None) -> Database:
     return Database(
         url,
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         pool_timeout=settings.db_pool_timeout,
         connect_timeout=settings.db_connect_timeout,
         statement_timeout=settings.default_deadline,

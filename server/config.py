@@ -104,6 +104,12 @@ class Settings(BaseSettings):
         alias="HEALTH_CHECK_INTERVAL",
         description="seconds between database probes that drive grpc.health.v1 status",
     )
+    counter_fold_interval: float = Field(
+        1.0,
+        gt=0,
+        alias="COUNTER_FOLD_INTERVAL",
+        description="seconds between folds of the writers' count deltas into the counters",
+    )
     tls_cert_file: Path | None = Field(
         None, alias="TLS_CERT_FILE", description="PEM server certificate chain; enables TLS"
     )

@@ -47,8 +47,10 @@ from server.db.models import (
     ACCEPTS_STATUS_SQL,
     EFFECTIVE_STATUS_SQL,
     END_TIME_TEXT_SQL,
+    message_count_deltas_table,
     message_counts_table,
     messages_table,
+    session_count_deltas_table,
     session_counts_table,
     sessions_table,
 )
@@ -57,8 +59,22 @@ from server.validation import SessionFilters
 
 _s = sessions_table.c
 _m = messages_table.c
-_c = session_counts_table.c
 _n = message_counts_table.c
+_dn = message_count_deltas_table.c
+
+
+def _bucket_rows(table: Any) -> Select[Any]:
+    return select(table.c.tenant_id, table.c.day, table.c.status, table.c.channel_type, table.c.n)
+
+
+# A bucket's count is its folded counter plus the deltas not folded yet (migration 0004); read
+# together in the page's statement, they are exact in its snapshot. The planner pushes each
+# condition into both branches, so both are read through their (tenant_id, day) indexes.
+_c = (
+    union_all(_bucket_rows(session_counts_table), _bucket_rows(session_count_deltas_table))
+    .subquery("buckets")
+    .c
+)
 
 
 def _over(rule_sql: str, table: str) -> str:
@@ -152,6 +168,15 @@ _TENANT = bindparam("tenant_id", type_=_s.tenant_id.type)
 _SESSION = bindparam("session_id", type_=_s.session_id.type)
 _TIME = _s.created_at.type
 
+# The tenant's unfolded message deltas per session, for a page of sessions: the deltas table has
+# no index (writers append to it at the least cost), so a page reads it once, not once per row.
+_PENDING_MESSAGES = (
+    select(_dn.session_id, func.sum(_dn.n).label("n"))
+    .where(_dn.tenant_id == _TENANT)
+    .group_by(_dn.session_id)
+    .subquery("pending_messages")
+)
+
 
 def _time(name: str) -> BindParameter[datetime]:
     return bindparam(name, type_=_TIME)
@@ -186,13 +211,22 @@ def _filter_params(tenant_id: str, filters: SessionFilters) -> dict[str, Any]:
     }
 
 
-def _message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]) -> Any:
-    """The session's message count, read from the trigger-kept counter (0 when absent)."""
+def _folded_message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]) -> Any:
     return func.coalesce(
         select(_n.n)
         .where(_n.tenant_id == tenant_id, _n.session_id == session_id)
         .scalar_subquery(),
         0,
+    )
+
+
+def _message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]) -> Any:
+    """One session's message count: its folded counter plus its unfolded deltas."""
+    pending = (
+        select(func.sum(_dn.n)).where(_dn.tenant_id == tenant_id, _dn.session_id == session_id)
+    ).scalar_subquery()
+    return cast(
+        _folded_message_count(tenant_id, session_id) + func.coalesce(pending, 0), BigInteger
     ).label("message_count")
 
 
@@ -316,11 +350,16 @@ def _page_select(shape: _Shape, *, after: bool, seek: CTE | None) -> Select[Any]
             _s.created_at < func.coalesce(end, literal_column("'infinity'", _TIME)),
         ).offset(select(seek.c.skip).scalar_subquery())
     rows = page.subquery("page")
+    pending = _PENDING_MESSAGES
     # Fields and counts are computed for the page's rows only, not for the rows OFFSET skips.
-    return select(
-        *_session_columns(rows),
-        _message_count(rows.c.tenant_id, rows.c.session_id),
-    ).order_by(rows.c.created_at.desc(), rows.c.session_id.desc())
+    message_count = _folded_message_count(rows.c.tenant_id, rows.c.session_id) + func.coalesce(
+        pending.c.n, 0
+    )
+    return (
+        select(*_session_columns(rows), cast(message_count, BigInteger).label("message_count"))
+        .select_from(rows.outerjoin(pending, pending.c.session_id == rows.c.session_id))
+        .order_by(rows.c.created_at.desc(), rows.c.session_id.desc())
+    )
 
 
 def _seek(parts: CTE) -> CTE:
@@ -552,8 +591,11 @@ _UPDATE_STATUS = compile_statement(
       {_over(END_TIME_TEXT_SQL, "s")} AS end_time,
       {_EPOCH_US_SQL.format("s.created_at")} AS created_us,
       {_EPOCH_US_SQL.format("s.updated_at")} AS updated_us,
-      COALESCE((SELECT n FROM chat_session_message_counts AS m
-        WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0) AS message_count,
+      CAST(COALESCE((SELECT n FROM chat_session_message_counts AS m
+        WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0)
+        + COALESCE((SELECT sum(n) FROM chat_message_count_deltas AS d
+        WHERE d.tenant_id = s.tenant_id AND d.session_id = s.session_id), 0) AS BIGINT)
+        AS message_count,
       {_ACCEPTS_OF_S} AS accepts_status
     FROM result AS s
     """  # noqa: S608

@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -44,14 +45,27 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(server_url: str) -> Iterator[str]:
     """A freshly created database, migrated to head, dropped after the run."""
-    name = f"sessionmonitoring_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with _private_database(server_url) as url:
         upgrade_to_head(url)
         yield url
+
+
+@contextmanager
+def _private_database(server_url: str) -> Iterator[str]:
+    name = f"sessionmonitoring_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def private_database_url(server_url: str) -> Iterator[str]:
+    """An empty database of this test's own (not migrated), for what would disturb the others:
+    TRUNCATE, migrations up and down, bypassed triggers."""
+    with _private_database(server_url) as url:
+        yield url
 
 
 async def _admin(server_url: str, statement: str) -> None:

@@ -22,3 +22,13 @@ def alembic_config(database_url: str) -> Config:
 def upgrade_to_head(database_url: str) -> None:
     """Migrate the database at `database_url` to the newest schema (blocking; no event loop)."""
     command.upgrade(alembic_config(database_url), "head")
+
+
+def downgrade_to(database_url: str, revision: str) -> None:
+    """Migrate the database at `database_url` back to `revision` (blocking; no event loop)."""
+    command.downgrade(alembic_config(database_url), revision)
+
+
+def upgrade_to(database_url: str, revision: str) -> None:
+    """Migrate the database at `database_url` up to `revision` (blocking; no event loop)."""
+    command.upgrade(alembic_config(database_url), revision)

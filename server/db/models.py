@@ -124,9 +124,10 @@ class ChatMessage(Base):
     )
 
 
-# How many sessions a tenant has per UTC day, effective status and channel. Written only by the
-# triggers of migration 0002, so it stays exact whoever writes chat_sessions; read to answer
-# totals without scanning the tenant. A plain table (no ORM class): nothing maps rows of it.
+# How many sessions a tenant has per UTC day, effective status and channel, as folded so far.
+# The triggers (migration 0004) never write it: they append to session_count_deltas, and the
+# folder (server.db.counters) moves committed deltas here. A count is counters + deltas, read in
+# one statement. Plain tables (no ORM class): nothing maps rows of them.
 session_counts_table = Table(
     "chat_session_counts",
     Base.metadata,
@@ -144,16 +145,44 @@ session_counts_table = Table(
         unique=True,
         postgresql_nulls_not_distinct=True,
     ),
+    Index("ix_chat_session_counts_zero", "tenant_id", "day", postgresql_where=text("n = 0")),
+)
+
+# Changes to session_counts not folded yet, appended by the writers' triggers. No key and no
+# index: an insert never waits for another writer and costs the least; the folder keeps the
+# table small enough to read whole.
+session_count_deltas_table = Table(
+    "chat_session_count_deltas",
+    Base.metadata,
+    Column("tenant_id", String(128), nullable=False),
+    Column("day", Date, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("channel_type", String(255)),
+    Column("n", BigInteger, nullable=False),
 )
 
 
-# Messages per session, written only by the triggers of migration 0003 (same reasoning as
-# chat_session_counts): listing or inspecting a huge session never counts its messages.
+# Messages per session, folded the same way from message_count_deltas: listing or inspecting a
+# huge session never counts its messages.
 message_counts_table = Table(
     "chat_session_message_counts",
     Base.metadata,
     Column("tenant_id", String(128), primary_key=True),
     Column("session_id", String(255), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Index(
+        "ix_chat_session_message_counts_zero",
+        "tenant_id",
+        "session_id",
+        postgresql_where=text("n = 0"),
+    ),
+)
+
+message_count_deltas_table = Table(
+    "chat_message_count_deltas",
+    Base.metadata,
+    Column("tenant_id", String(128), nullable=False),
+    Column("session_id", String(255), nullable=False),
     Column("n", BigInteger, nullable=False),
 )
 

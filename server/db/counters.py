@@ -1,0 +1,197 @@
+"""Keeping the counters: folding the writers' deltas into them, and checking them against a
+recount.
+
+The writers' triggers only append deltas (migration 0004). `fold` moves committed deltas into
+the counters; every step is one statement (atomic, one snapshot), and a DELETE ... RETURNING
+only returns the rows it deleted itself, so two folders can never fold a delta twice. The
+advisory lock just keeps a second instance from doing the same work at the same time. Readers
+add counters and unfolded deltas in one statement, so a fold is invisible to them.
+
+`drift` and `repair` compare the counters with a recount of the rows, for when triggers were
+bypassed (`session_replication_role = replica`, `pg_restore --disable-triggers`, a disabled
+trigger). A repair adds `recount - (counters + deltas)`, all read in one snapshot, to the
+counters: additive like every other change, so it is exact while writers keep writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import text
+
+from server.db.models import EFFECTIVE_STATUS_SQL
+from server.db.statements import Compiled, Database, compile_statement
+
+# pg_try_advisory_xact_lock key shared by every instance's folder ("smcounts" in ASCII).
+FOLD_LOCK_KEY = 0x736D636F756E7473
+FOLD_BATCH = 10_000
+
+
+def _fold_step(deltas: str, counters: str, key: str) -> str:
+    return f"""
+    {deltas}_moved AS (
+      DELETE FROM {deltas}
+       WHERE (SELECT held FROM lock)
+         AND ctid = ANY (ARRAY(SELECT ctid FROM {deltas} LIMIT :batch))
+      RETURNING {key}, n
+    ), {deltas}_folded AS (
+      INSERT INTO {counters} AS c ({key}, n)
+      SELECT {key}, sum(n) FROM {deltas}_moved GROUP BY {key}
+      ON CONFLICT ({key}) DO UPDATE SET n = c.n + EXCLUDED.n
+      RETURNING 1
+    )"""
+
+
+_SESSION_KEY = "tenant_id, day, status, channel_type"
+_MESSAGE_KEY = "tenant_id, session_id"
+
+_FOLD = compile_statement(
+    text(
+        "WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock_key) AS held),"
+        + _fold_step("chat_session_count_deltas", "chat_session_counts", _SESSION_KEY)
+        + ","
+        + _fold_step("chat_message_count_deltas", "chat_session_message_counts", _MESSAGE_KEY)
+        + """
+    SELECT (SELECT held FROM lock) AS held,
+           (SELECT count(*) FROM chat_session_count_deltas_moved) AS session_deltas,
+           (SELECT count(*) FROM chat_message_count_deltas_moved) AS message_deltas
+    """
+    )
+)
+
+# Counters that fell to zero (their sessions were deleted) are dropped, through partial indexes.
+_DROP_ZEROS = compile_statement(
+    text(
+        """
+    WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock_key) AS held),
+    sessions AS (
+      DELETE FROM chat_session_counts WHERE n = 0 AND (SELECT held FROM lock) RETURNING 1
+    ), messages AS (
+      DELETE FROM chat_session_message_counts WHERE n = 0 AND (SELECT held FROM lock) RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM sessions) + (SELECT count(*) FROM messages) AS dropped
+    """
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    """What one `fold` did: whether it held the lock, and how many deltas it folded."""
+
+    held: bool
+    session_deltas: int
+    message_deltas: int
+
+
+async def fold(database: Database, *, batch: int = FOLD_BATCH) -> FoldResult:
+    """Fold every delta committed so far into the counters, `batch` rows per statement, unless
+    another instance is folding right now."""
+    held, sessions, messages = True, 0, 0
+    while True:
+        row = (await database.fetch(_FOLD, {"lock_key": FOLD_LOCK_KEY, "batch": batch}))[0]
+        if not row["held"]:
+            held = False
+            break
+        sessions += row["session_deltas"]
+        messages += row["message_deltas"]
+        if max(row["session_deltas"], row["message_deltas"]) < batch:
+            break
+    if sessions or messages:
+        await database.fetch(_DROP_ZEROS, {"lock_key": FOLD_LOCK_KEY})
+    return FoldResult(held, sessions, messages)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionDrift:
+    """A session-count bucket whose counter differs from a recount by `drift` (recount minus
+    counter)."""
+
+    tenant_id: str
+    day: date
+    status: str
+    channel_type: str | None
+    drift: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDrift:
+    """A session whose message counter differs from a recount by `drift`."""
+
+    tenant_id: str
+    session_id: str
+    drift: int
+
+
+_TENANT_FILTER = "(CAST(:tenant_id AS text) IS NULL OR tenant_id = CAST(:tenant_id AS text))"
+
+# Rows count +1 in their bucket, counters and deltas -1 per unit: what is left is the drift.
+_SESSION_DRIFT = f"""
+    SELECT tenant_id, day, status, channel_type, CAST(sum(n) AS BIGINT) AS drift FROM (
+      SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date AS day,
+             {EFFECTIVE_STATUS_SQL} AS status, channel_type, count(*) AS n
+        FROM chat_sessions WHERE {_TENANT_FILTER} GROUP BY 1, 2, 3, 4
+      UNION ALL
+      SELECT tenant_id, day, status, channel_type, -n FROM chat_session_counts
+       WHERE {_TENANT_FILTER}
+      UNION ALL
+      SELECT tenant_id, day, status, channel_type, -n FROM chat_session_count_deltas
+       WHERE {_TENANT_FILTER}
+    ) AS b GROUP BY 1, 2, 3, 4 HAVING sum(n) <> 0
+"""
+_MESSAGE_DRIFT = f"""
+    SELECT tenant_id, session_id, CAST(sum(n) AS BIGINT) AS drift FROM (
+      SELECT tenant_id, session_id, count(*) AS n FROM chat_messages
+       WHERE {_TENANT_FILTER} GROUP BY 1, 2
+      UNION ALL
+      SELECT tenant_id, session_id, -n FROM chat_session_message_counts WHERE {_TENANT_FILTER}
+      UNION ALL
+      SELECT tenant_id, session_id, -n FROM chat_message_count_deltas WHERE {_TENANT_FILTER}
+    ) AS m GROUP BY 1, 2 HAVING sum(n) <> 0
+"""
+
+
+def _repair(drift: str, counters: str, key: str) -> Compiled:
+    return compile_statement(
+        text(
+            f"""
+    WITH drift AS ({drift}), repaired AS (
+      INSERT INTO {counters} AS c ({key}, n) SELECT {key}, drift FROM drift
+      ON CONFLICT ({key}) DO UPDATE SET n = c.n + EXCLUDED.n
+    )
+    SELECT * FROM drift
+    """
+        )
+    )
+
+
+_CHECK_SESSIONS = compile_statement(text(_SESSION_DRIFT))
+_CHECK_MESSAGES = compile_statement(text(_MESSAGE_DRIFT))
+_REPAIR_SESSIONS = _repair(_SESSION_DRIFT, "chat_session_counts", _SESSION_KEY)
+_REPAIR_MESSAGES = _repair(_MESSAGE_DRIFT, "chat_session_message_counts", _MESSAGE_KEY)
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """Every counter that disagrees with a recount."""
+
+    sessions: list[SessionDrift]
+    messages: list[MessageDrift]
+
+    @property
+    def clean(self) -> bool:
+        """Whether every counter agreed with the recount."""
+        return not self.sessions and not self.messages
+
+
+async def check(database: Database, *, tenant_id: str | None, repair: bool) -> Drift:
+    """Recount sessions and messages (of one tenant, or all) and report the counters that
+    differ; with `repair`, correct them in the same statements."""
+    params = {"tenant_id": tenant_id}
+    session_rows = await database.fetch(_REPAIR_SESSIONS if repair else _CHECK_SESSIONS, params)
+    message_rows = await database.fetch(_REPAIR_MESSAGES if repair else _CHECK_MESSAGES, params)
+    return Drift(
+        [SessionDrift(*row) for row in session_rows],
+        [MessageDrift(*row) for row in message_rows],
+    )
