@@ -1,5 +1,5 @@
-"""Command line: `python -m server [serve|migrate|generate-data]`. Flags mirror
-`server.config.Settings`; generate-data has its own group of size options."""
+"""Command line: `python -m server [serve|migrate|generate-data|check-counts]`. Flags mirror
+`server.config.Settings`; generate-data and check-counts have their own groups of options."""
 
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="serve",
-        choices=("serve", "migrate", "generate-data"),
+        choices=("serve", "migrate", "generate-data", "check-counts"),
         help="serve (default): run the gRPC server; migrate: apply database migrations; "
-        "generate-data: migrate, then load the benchmark dataset",
+        "generate-data: migrate, then load the benchmark dataset; check-counts: recount "
+        "sessions and messages and report (or --repair) counters that drifted",
     )
     for name, field in Settings.model_fields.items():
         default = (
@@ -49,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(flag, dest=name, metavar=field.alias, help=help_text)
     _add_generate_data_arguments(parser)
+    checks = parser.add_argument_group(
+        "check-counts options",
+        "--tenant ID checks only that tenant (default: all). Exit status 0 when every counter "
+        "agrees with a recount (or was repaired), 1 when some drifted and --repair was not given.",
+    )
+    checks.add_argument(
+        "--repair",
+        action="store_true",
+        help="correct the counters that drifted (safe while other services write)",
+    )
     return parser
 
 
@@ -100,7 +111,8 @@ def _add_generate_data_arguments(parser: argparse.ArgumentParser) -> None:
         dest=_DATAGEN + "tenant",
         default=None,
         metavar="ID",
-        help="id of the big tenant [default <prefix>-big]",
+        help="generate-data: id of the big tenant [default <prefix>-big]; check-counts: the "
+        "only tenant to check [default all]",
     )
     group.add_argument(
         "--replace",
@@ -152,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"invalid generate-data options: {error}", file=sys.stderr)
             return EXIT_USAGE
         return runner.generate_data(settings, spec)
+    if args.command == "check-counts":
+        tenant_id = getattr(args, _DATAGEN + "tenant")  # --tenant is shared with generate-data
+        return runner.check_counts(settings, tenant_id=tenant_id, repair=args.repair)
     return runner.serve(settings)
 
 

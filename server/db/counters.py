@@ -28,52 +28,50 @@ FOLD_LOCK_KEY = 0x736D636F756E7473
 FOLD_BATCH = 10_000
 
 
-def _fold_step(deltas: str, counters: str, key: str) -> str:
-    return f"""
-    {deltas}_moved AS (
+def _fold(deltas: str, counters: str, key: str) -> Compiled:
+    """One statement moving up to :batch committed deltas into their counters. Each table pair
+    is folded on its own, locking the deltas before the counters, as the TRUNCATE triggers do,
+    so a fold and a TRUNCATE never deadlock."""
+    return compile_statement(
+        text(
+            f"""
+    WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock_key) AS held),
+    moved AS (
       DELETE FROM {deltas}
        WHERE (SELECT held FROM lock)
          AND ctid = ANY (ARRAY(SELECT ctid FROM {deltas} LIMIT :batch))
       RETURNING {key}, n
-    ), {deltas}_folded AS (
+    ), folded AS (
       INSERT INTO {counters} AS c ({key}, n)
-      SELECT {key}, sum(n) FROM {deltas}_moved GROUP BY {key}
+      SELECT {key}, sum(n) FROM moved GROUP BY {key}
       ON CONFLICT ({key}) DO UPDATE SET n = c.n + EXCLUDED.n
-      RETURNING 1
-    )"""
+    )
+    SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM moved) AS folded
+    """
+        )
+    )
 
 
 _SESSION_KEY = "tenant_id, day, status, channel_type"
 _MESSAGE_KEY = "tenant_id, session_id"
+_FOLD_SESSIONS = _fold("chat_session_count_deltas", "chat_session_counts", _SESSION_KEY)
+_FOLD_MESSAGES = _fold("chat_message_count_deltas", "chat_session_message_counts", _MESSAGE_KEY)
 
-_FOLD = compile_statement(
-    text(
-        "WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock_key) AS held),"
-        + _fold_step("chat_session_count_deltas", "chat_session_counts", _SESSION_KEY)
-        + ","
-        + _fold_step("chat_message_count_deltas", "chat_session_message_counts", _MESSAGE_KEY)
-        + """
-    SELECT (SELECT held FROM lock) AS held,
-           (SELECT count(*) FROM chat_session_count_deltas_moved) AS session_deltas,
-           (SELECT count(*) FROM chat_message_count_deltas_moved) AS message_deltas
-    """
-    )
-)
 
-# Counters that fell to zero (their sessions were deleted) are dropped, through partial indexes.
-_DROP_ZEROS = compile_statement(
-    text(
-        """
-    WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock_key) AS held),
-    sessions AS (
-      DELETE FROM chat_session_counts WHERE n = 0 AND (SELECT held FROM lock) RETURNING 1
-    ), messages AS (
-      DELETE FROM chat_session_message_counts WHERE n = 0 AND (SELECT held FROM lock) RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM sessions) + (SELECT count(*) FROM messages) AS dropped
+def _drop_zeros(counters: str) -> Compiled:
+    """Counters that fell to zero (their sessions were deleted) are dropped, through a partial
+    index."""
+    return compile_statement(
+        text(
+            f"""
+    WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock_key) AS held)
+    DELETE FROM {counters} WHERE n = 0 AND (SELECT held FROM lock)
     """
+        )
     )
-)
+
+
+_DROP_ZEROS = (_drop_zeros("chat_session_counts"), _drop_zeros("chat_session_message_counts"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +86,20 @@ class FoldResult:
 async def fold(database: Database, *, batch: int = FOLD_BATCH) -> FoldResult:
     """Fold every delta committed so far into the counters, `batch` rows per statement, unless
     another instance is folding right now."""
-    held, sessions, messages = True, 0, 0
-    while True:
-        row = (await database.fetch(_FOLD, {"lock_key": FOLD_LOCK_KEY, "batch": batch}))[0]
-        if not row["held"]:
-            held = False
-            break
-        sessions += row["session_deltas"]
-        messages += row["message_deltas"]
-        if max(row["session_deltas"], row["message_deltas"]) < batch:
-            break
-    if sessions or messages:
-        await database.fetch(_DROP_ZEROS, {"lock_key": FOLD_LOCK_KEY})
-    return FoldResult(held, sessions, messages)
+    folded = {}
+    for name, statement in (("sessions", _FOLD_SESSIONS), ("messages", _FOLD_MESSAGES)):
+        folded[name] = 0
+        while True:
+            row = (await database.fetch(statement, {"lock_key": FOLD_LOCK_KEY, "batch": batch}))[0]
+            if not row["held"]:
+                return FoldResult(False, folded.get("sessions", 0), folded["messages"])
+            folded[name] += row["folded"]
+            if row["folded"] < batch:
+                break
+    if folded["sessions"] or folded["messages"]:
+        for statement in _DROP_ZEROS:
+            await database.fetch(statement, {"lock_key": FOLD_LOCK_KEY})
+    return FoldResult(True, folded["sessions"], folded["messages"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,9 @@ those writers no lock that another writer, or a status update, waits for."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -296,3 +299,59 @@ async def test_a_writer_role_without_grants_on_our_tables_writes_with_any_search
         await owner.execute(f"DROP OWNED BY {role}")
         await owner.execute(f"DROP ROLE {role}")
         await owner.close()
+
+
+def _check_counts(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "server", "check-counts", "--log-level", "WARNING", *arguments],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_check_counts_reports_and_repairs_what_bypassed_triggers_missed(
+    private_database_url: str,
+) -> None:
+    await asyncio.to_thread(upgrade_to_head, private_database_url)
+    connection = await asyncpg.connect(asyncpg_dsn(private_database_url))
+    try:
+        for index in range(3):
+            await connection.execute(INSERT_SESSION, "kept", f"s-{index}", BASE_TIME)
+        # The ways triggers get bypassed: a replica-mode session (pg_restore
+        # --disable-triggers does the same) and a disabled trigger.
+        await connection.execute("SET session_replication_role = replica")
+        await connection.execute(INSERT_SESSION, "t", "restored", BASE_TIME)
+        await connection.execute(INSERT_MESSAGE, "t", "restored", BASE_TIME)
+        await connection.execute("SET session_replication_role = DEFAULT")
+        await connection.execute(
+            "ALTER TABLE chat_sessions DISABLE TRIGGER chat_sessions_count_delete"
+        )
+        await connection.execute(INSERT_SESSION.replace("'web'", "'sms'"), "t", "gone", BASE_TIME)
+        await connection.execute("DELETE FROM chat_sessions WHERE session_id = 'gone'")
+        await connection.execute(
+            "ALTER TABLE chat_sessions ENABLE TRIGGER chat_sessions_count_delete"
+        )
+
+        found = await asyncio.to_thread(_check_counts, private_database_url, "--tenant", "t")
+        assert found.returncode == 1, found.stderr
+        assert sorted(found.stdout.splitlines()) == [
+            "messages tenant='t' session='restored' drift=+1",
+            "sessions tenant='t' day=2026-01-01 status='active' channel='sms' drift=-1",
+            "sessions tenant='t' day=2026-01-01 status='active' channel='web' drift=+1",
+            "tenant 't': 3 counters drifted (found)",
+        ]
+        untouched = await asyncio.to_thread(_check_counts, private_database_url, "--tenant", "kept")
+        assert (untouched.returncode, untouched.stdout) == (0, "tenant 'kept': exact\n")
+
+        repaired = await asyncio.to_thread(_check_counts, private_database_url, "--repair")
+        assert repaired.returncode == 0, repaired.stderr
+        assert repaired.stdout.splitlines()[-1] == "all tenants: 3 counters drifted (repaired)"
+        again = await asyncio.to_thread(_check_counts, private_database_url)
+        assert (again.returncode, again.stdout) == (0, "all tenants: exact\n")
+        async with opened(private_database_url) as database:
+            await assert_exact(database, None)
+    finally:
+        await connection.close()
