@@ -20,7 +20,7 @@ from datetime import date
 
 from sqlalchemy import text
 
-from server.db.models import EFFECTIVE_STATUS_SQL
+from server.db.models import COUNTER_DAY_SQL, EFFECTIVE_STATUS_SQL
 from server.db.statements import Compiled, Database, compile_statement
 
 # pg_try_advisory_xact_lock key shared by every instance's folder ("smcounts" in ASCII).
@@ -128,7 +128,7 @@ _TENANT_FILTER = "(CAST(:tenant_id AS text) IS NULL OR tenant_id = CAST(:tenant_
 # Rows count +1 in their bucket, counters and deltas -1 per unit: what is left is the drift.
 _SESSION_DRIFT = f"""
     SELECT tenant_id, day, status, channel_type, CAST(sum(n) AS BIGINT) AS drift FROM (
-      SELECT tenant_id, (created_at AT TIME ZONE 'UTC')::date AS day,
+      SELECT tenant_id, {COUNTER_DAY_SQL} AS day,
              {EFFECTIVE_STATUS_SQL} AS status, channel_type, count(*) AS n
         FROM chat_sessions WHERE {_TENANT_FILTER} GROUP BY 1, 2, 3, 4
       UNION ALL

@@ -28,7 +28,7 @@ def current_schema(connection: Connection) -> str:
     return str(connection.execute(text("SELECT quote_ident(current_schema())")).scalar_one())
 
 
-def run_briefly_locked(connection: Connection, *statements: str) -> None:
+def run_briefly_locked(connection: Connection, *statements: str, **values: object) -> None:
     """Run `statements` together, waiting at most LOCK_TIMEOUT_MS for each lock they take, and
     try again until they get them all (writers queue behind a waiting lock request, so it must
     never wait long). Commit soon after: the locks are held until then."""
@@ -37,7 +37,7 @@ def run_briefly_locked(connection: Connection, *statements: str) -> None:
         try:
             connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
             for statement in statements:
-                connection.execute(text(statement))
+                connection.execute(text(statement), values)
             connection.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
         except DBAPIError as error:
             savepoint.rollback()
@@ -48,6 +48,20 @@ def run_briefly_locked(connection: Connection, *statements: str) -> None:
         savepoint.commit()
         return
     raise TimeoutError(f"no lock for {statements[0]!r} in {ATTEMPTS} tries: a writer holds it")
+
+
+def backfill_by_tenant(table: str, statement: str) -> None:
+    """Commit, then run `statement` once per tenant of `table` (bound as :tenant_id), each in
+    its own short transaction: a backfill must not hold what it locks for a whole table's time.
+    Each must be additive (exact whatever the triggers counted meanwhile), and it is retried
+    when it would wait on a writer."""
+    commit_now()
+    connection = op.get_bind()
+    # `table` is a migration's constant, never input.
+    tenants = connection.execute(text(f"SELECT DISTINCT tenant_id FROM {table}")).scalars()  # noqa: S608
+    for tenant_id in list(tenants):
+        run_briefly_locked(connection, statement, tenant_id=tenant_id)
+        commit_now()
 
 
 def commit_now() -> None:

@@ -31,6 +31,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # The status a session displays: stored metadata `status`, or `active` when there is none. The
 # list filter and its index must use this exact expression for the index to apply.
 EFFECTIVE_STATUS_SQL = "COALESCE(metadata ->> 'status', 'active')"
+# The UTC day a session counts under in the per-day counters (with its effective status and
+# channel); server.counting plans whole days of the same calendar.
+COUNTER_DAY_SQL = "(created_at AT TIME ZONE 'UTC')::date"
 # The stored `endTime` when it is a JSON string (anything else is no end time).
 END_TIME_TEXT_SQL = (
     "CASE WHEN jsonb_typeof(metadata -> 'endTime') = 'string' THEN metadata ->> 'endTime' END"

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from server.db.ddl import backfill_by_tenant, run_briefly_locked
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -93,10 +95,21 @@ $$;
 """
 
 
+# Adds to each bucket what a recount of one tenant's rows says it lacks, all read in one
+# snapshot: additive like the triggers' own upserts, so it is exact while they run.
+_BACKFILL = f"""
+INSERT INTO chat_session_counts AS c (tenant_id, day, status, channel_type, n)
+SELECT tenant_id, day, status, channel_type, sum(n) FROM (
+  SELECT {_BUCKET}, 1 AS n FROM chat_sessions WHERE tenant_id = :tenant_id
+  UNION ALL
+  SELECT tenant_id, day, status, channel_type, -n FROM chat_session_counts
+   WHERE tenant_id = :tenant_id
+) AS b GROUP BY tenant_id, day, status, channel_type HAVING sum(n) <> 0
+ON CONFLICT (tenant_id, day, status, channel_type) DO UPDATE SET n = c.n + EXCLUDED.n
+"""
+
+
 def upgrade() -> None:
-    # Writers wait until the triggers and the backfill commit together, so no row is counted
-    # twice or missed.
-    op.execute("LOCK TABLE chat_sessions IN SHARE ROW EXCLUSIVE MODE")
     op.create_table(
         "chat_session_counts",
         sa.Column("tenant_id", sa.String(128), nullable=False),
@@ -114,29 +127,21 @@ def upgrade() -> None:
     )
     op.execute(_FUNCTION)
     op.execute(_UPDATE_FUNCTION)
-    op.execute(
+    # Writers wait for the triggers only a moment (server.db.ddl); from the commit on, every
+    # change is counted, and the backfill adds what came before, one tenant at a time.
+    run_briefly_locked(
+        op.get_bind(),
         "CREATE TRIGGER chat_session_counts_insert AFTER INSERT ON chat_sessions "
         "REFERENCING NEW TABLE AS new_rows "
-        "FOR EACH STATEMENT EXECUTE FUNCTION chat_session_counts_apply()"
-    )
-    op.execute(
+        "FOR EACH STATEMENT EXECUTE FUNCTION chat_session_counts_apply()",
         "CREATE TRIGGER chat_session_counts_update AFTER UPDATE ON chat_sessions "
         "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
-        "FOR EACH STATEMENT EXECUTE FUNCTION chat_session_counts_apply_update()"
-    )
-    op.execute(
+        "FOR EACH STATEMENT EXECUTE FUNCTION chat_session_counts_apply_update()",
         "CREATE TRIGGER chat_session_counts_delete AFTER DELETE ON chat_sessions "
         "REFERENCING OLD TABLE AS old_rows "
-        "FOR EACH STATEMENT EXECUTE FUNCTION chat_session_counts_apply()"
+        "FOR EACH STATEMENT EXECUTE FUNCTION chat_session_counts_apply()",
     )
-    op.execute(
-        f"""
-        INSERT INTO chat_session_counts (tenant_id, day, status, channel_type, n)
-        SELECT tenant_id, day, status, channel_type, count(*)
-          FROM (SELECT {_BUCKET} FROM chat_sessions) AS s
-         GROUP BY tenant_id, day, status, channel_type
-        """
-    )
+    backfill_by_tenant("chat_sessions", _BACKFILL)
 
 
 def downgrade() -> None:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from server.db.ddl import backfill_by_tenant, run_briefly_locked
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
@@ -53,9 +55,19 @@ $$;
 """
 
 
+# What a recount of one tenant's messages says each session's counter lacks (see 0002).
+_BACKFILL = """
+INSERT INTO chat_session_message_counts AS c (tenant_id, session_id, n)
+SELECT tenant_id, session_id, sum(n) FROM (
+  SELECT tenant_id, session_id, 1 AS n FROM chat_messages WHERE tenant_id = :tenant_id
+  UNION ALL
+  SELECT tenant_id, session_id, -n FROM chat_session_message_counts WHERE tenant_id = :tenant_id
+) AS m GROUP BY tenant_id, session_id HAVING sum(n) <> 0
+ON CONFLICT (tenant_id, session_id) DO UPDATE SET n = c.n + EXCLUDED.n
+"""
+
+
 def upgrade() -> None:
-    # Writers wait until the triggers and the backfill commit together.
-    op.execute("LOCK TABLE chat_messages IN SHARE ROW EXCLUSIVE MODE")
     op.create_table(
         "chat_session_message_counts",
         sa.Column("tenant_id", sa.String(128), nullable=False),
@@ -64,20 +76,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("tenant_id", "session_id", name="pk_chat_session_message_counts"),
     )
     op.execute(_APPLY)
-    for event, tables in (
-        ("INSERT", "NEW TABLE AS new_rows"),
-        ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
-        ("DELETE", "OLD TABLE AS old_rows"),
-    ):
-        op.execute(
+    run_briefly_locked(
+        op.get_bind(),
+        *(
             f"CREATE TRIGGER chat_session_message_counts_{event.lower()} AFTER {event} "
             f"ON chat_messages REFERENCING {tables} "
             "FOR EACH STATEMENT EXECUTE FUNCTION chat_session_message_counts_apply()"
-        )
-    op.execute(
-        "INSERT INTO chat_session_message_counts (tenant_id, session_id, n) "
-        "SELECT tenant_id, session_id, count(*) FROM chat_messages GROUP BY tenant_id, session_id"
+            for event, tables in (
+                ("INSERT", "NEW TABLE AS new_rows"),
+                ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+                ("DELETE", "OLD TABLE AS old_rows"),
+            )
+        ),
     )
+    backfill_by_tenant("chat_messages", _BACKFILL)
 
 
 def downgrade() -> None:

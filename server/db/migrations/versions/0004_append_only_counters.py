@@ -182,6 +182,10 @@ def downgrade() -> None:
     op.execute(revision_module("0002_session_counts.py")._FUNCTION)
     op.execute(revision_module("0002_session_counts.py")._UPDATE_FUNCTION)
     op.execute(revision_module("0003_session_message_counts.py")._APPLY)
+    # Before the swap, while writers do not touch the counters yet: DROP INDEX locks its table.
+    for counters in ("chat_session_counts", "chat_session_message_counts"):
+        run_briefly_locked(op.get_bind(), f"DROP INDEX ix_{counters}_zero")
+    commit_now()
     for table, old, _deltas, _columns, _key in _TABLES:
         drops = tuple(
             f"DROP TRIGGER {table}_count_{event} ON {table}" for event in (*_EVENTS, "truncate")
@@ -206,8 +210,6 @@ def downgrade() -> None:
         ON CONFLICT (tenant_id, session_id) DO UPDATE SET n = c.n + EXCLUDED.n
         """
     )
-    for counters in ("chat_session_counts", "chat_session_message_counts"):
-        op.drop_index(f"ix_{counters}_zero", table_name=counters)
     op.drop_table("chat_message_count_deltas")
     op.drop_table("chat_session_count_deltas")
     for table, _old, deltas, _columns, _key in _TABLES:
