@@ -149,8 +149,9 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         row = result.session
         if row is None:
             raise SessionNotFoundError()
-        # Unchanged is success when the session already had that status.
-        if not result.changed and not result.accepts_status:
+        # Unchanged is success when the session already shows that status, whatever its
+        # metadata holds (metadata that is not an object shows as active).
+        if not result.changed and not result.accepts_status and row.status != update.status:
             raise SessionMetadataNotObjectError()
         return row
 

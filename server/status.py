@@ -19,10 +19,16 @@ STORED_STATUSES: Final = (ACTIVE, CLOSED, EXPIRED)
 TERMINAL_STATUSES: Final = (CLOSED, EXPIRED)
 
 
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
+
 def parse_end_time(text: str) -> datetime | None:
     """A stored `endTime` as an aware UTC datetime, or None when it is not an ISO-8601 time.
 
-    Naive times are taken as UTC: the previous API wrote them that way.
+    Naive times are taken as UTC: the previous API wrote them that way. A time whose offset puts
+    it outside years 1 to 9999 in UTC (`0001-01-01T00:00:00+01:00`) is clamped to that range,
+    the range a Timestamp can carry, like every other stored time.
     """
     try:
         parsed = datetime.fromisoformat(text)
@@ -30,7 +36,10 @@ def parse_end_time(text: str) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return _FIRST if parsed.year == 1 else _LAST
 
 
 def format_end_time(moment: datetime) -> str:

@@ -14,7 +14,7 @@ import asyncpg
 import grpc
 import sqlalchemy
 
-from server.bench import h2load, sqlreplay
+from server.bench import h2load, sqlreplay, writers
 from server.bench.runner import Cell, Results, ScenarioRun
 
 CHART_NAME = "benchmarks.png"
@@ -193,6 +193,27 @@ def _comparison(results: Results) -> list[str]:
     return [*lines, ""]
 
 
+def _writers(results: Results) -> list[str]:
+    measured = results.writers
+    if measured is None:
+        return []
+    return [
+        "## Writers' tax",
+        "",
+        f"What our triggers cost the services that write the chat tables "
+        f"(`server/bench/writers.py`): {writers.WRITERS} connections each insert a session and "
+        "its first message for one tenant per transaction, committed at once or held open "
+        f"20 ms, for {measured.seconds:g} s per round, {measured.rounds} rounds alternating "
+        "between our triggers enabled and disabled (medians), with the service's folder running "
+        f"at its default interval. Then a COPY of {writers.COPY_ROWS:,} messages into "
+        f"{writers.COPY_SESSIONS:,} sessions each way, and the fold of what it appended. "
+        "Target: at least 0.9x at every hold.",
+        "",
+        *(f"- {line}" for line in writers.summary(measured)),
+        "",
+    ]
+
+
 def _scenario_details(run: ScenarioRun) -> list[str]:
     scenario = run.scenario
     return [
@@ -305,6 +326,7 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         *_empty_cpu(results),
         *_walk(results),
         *_comparison(results),
+        *_writers(results),
         DECISIONS.read_text().rstrip("\n"),
         "",
         "## Scenarios",

@@ -15,7 +15,7 @@ import grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server.bench import dataset, floor_server, h2load, processes, scenarios, sqlreplay
+from server.bench import dataset, floor_server, h2load, processes, scenarios, sqlreplay, writers
 from server.bench.empty_server import PATH as EMPTY_PATH
 from server.bench.scenarios import Scenario
 from server.db.statements import Database
@@ -78,6 +78,7 @@ class Results:
     # rounds that alternate between the two.
     sizes: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
     server_log: dict[str, int] = field(default_factory=dict)  # warning/error line -> count
+    writers: writers.WritersResult | None = None  # what our triggers cost other writers
 
 
 class CheckError(RuntimeError):
@@ -345,6 +346,12 @@ async def run(options: Options, database_url: str) -> Results:
                 + _cpu_text(cpu)
             )
     results.server_log = server_log_problems(options.workdir / "server.log")
+    _line("writers' tax: our triggers enabled and disabled, alternating")
+    results.writers = await writers.measure(
+        database_url, rounds=1 if options.quick else 5, seconds=1.0 if options.quick else 3.0
+    )
+    for line in writers.summary(results.writers):
+        _line(f"  {line}")
     results.seconds = time.monotonic() - began
     return results
 

@@ -133,7 +133,7 @@ SHAPES = {
         "42", pb.SESSION_STATUS_ACTIVE, "", False, {}, pb.SESSION_STATUS_CLOSED, None
     ),
     "json-boolean": Shape(
-        "true", pb.SESSION_STATUS_ACTIVE, "", False, {}, pb.SESSION_STATUS_ACTIVE, None
+        "true", pb.SESSION_STATUS_ACTIVE, "", False, {}, pb.SESSION_STATUS_CLOSED, None
     ),
     "status-42": Shape(
         dumps({"status": 42}),
@@ -320,6 +320,25 @@ async def test_times_stored_outside_the_timestamp_range_are_shown_at_its_ends(
         assert stamp.ToJsonString() == shown
     assert (await listed(stub, tenant)).start_time.ToJsonString() == shown
     assert (await update(stub, tenant, pb.SESSION_STATUS_CLOSED)).start_time.ToJsonString() == shown
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00Z"),
+        ("9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.999999Z"),
+    ],
+)
+async def test_an_end_time_outside_the_timestamp_range_in_utc_is_clamped_in_every_rpc(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str, stored: str, shown: str
+) -> None:
+    await factory.session(tenant, SESSION_ID, metadata={"status": "closed", "endTime": stored})
+    assert (await listed(stub, tenant)).end_time.ToJsonString() == shown
+    assert (await detail(stub, tenant)).session.end_time.ToJsonString() == shown
+    # closed to expired keeps the stored endTime: the update commits, and its reply converts it.
+    updated = await update(stub, tenant, pb.SESSION_STATUS_EXPIRED)
+    assert updated.end_time.ToJsonString() == shown
+    assert (await factory.metadata(tenant, SESSION_ID))["endTime"] == stored
 
 
 async def test_a_session_with_a_null_channel_type_has_no_channel_in_every_rpc(

@@ -246,7 +246,7 @@ async def test_a_session_with_an_unknown_status_can_be_closed(
     ("json_text", "status"),
     [
         (dumps([{"status": "active"}]), pb.SESSION_STATUS_CLOSED),
-        (dumps([1, 2]), pb.SESSION_STATUS_ACTIVE),
+        (dumps([1, 2]), pb.SESSION_STATUS_CLOSED),
         (dumps("closed"), pb.SESSION_STATUS_EXPIRED),
         ("17", pb.SESSION_STATUS_CLOSED),
     ],
@@ -269,6 +269,24 @@ async def test_metadata_that_is_not_an_object_fails_the_precondition_and_is_left
     result = failure(raised.value)
     assert result.code == grpc.StatusCode.FAILED_PRECONDITION
     assert result.reason == errors.REASON_SESSION_METADATA_NOT_OBJECT
+    assert await factory.metadata(tenant, "s") == stored_before
+    assert await _updated_at(engine, tenant, "s") == CREATED
+
+
+@pytest.mark.parametrize("json_text", [dumps([1, 2]), dumps("closed"), "17", "true"])
+async def test_active_on_metadata_that_is_not_an_object_is_the_no_op_it_is_elsewhere(
+    stub: pb_grpc.SessionMonitoringStub,
+    factory: Factory,
+    engine: AsyncEngine,
+    tenant: str,
+    json_text: str,
+) -> None:
+    await factory.session(tenant, "s", created_at=CREATED)
+    await factory.raw_metadata_sql(tenant, "s", json_text)
+    stored_before = await factory.metadata(tenant, "s")
+    # Such a session displays as ACTIVE, so asking for ACTIVE changes nothing and succeeds.
+    session = await _update(stub, tenant, "s", pb.SESSION_STATUS_ACTIVE)
+    assert session.status == pb.SESSION_STATUS_ACTIVE
     assert await factory.metadata(tenant, "s") == stored_before
     assert await _updated_at(engine, tenant, "s") == CREATED
 

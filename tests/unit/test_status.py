@@ -40,3 +40,18 @@ def test_the_written_end_time_reads_back_as_the_same_instant() -> None:
     written = status.format_end_time(moment)
     assert written == "2024-05-01T10:00:00.000042Z"
     assert status.parse_end_time(written) == moment
+
+
+@pytest.mark.parametrize(
+    ("stored", "clamped"),
+    [
+        ("0001-01-01T00:00:00+01:00", datetime.min.replace(tzinfo=UTC)),
+        ("0001-01-01T00:30:00+14:00", datetime.min.replace(tzinfo=UTC)),
+        ("9999-12-31T23:59:59-01:00", datetime.max.replace(tzinfo=UTC)),
+        ("9999-12-31T20:00:00-12:00", datetime.max.replace(tzinfo=UTC)),
+    ],
+)
+def test_an_end_time_beyond_the_timestamp_range_in_utc_is_clamped(
+    stored: str, clamped: datetime
+) -> None:
+    assert status.parse_end_time(stored) == clamped
