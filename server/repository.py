@@ -211,6 +211,19 @@ def _filter_params(tenant_id: str, filters: SessionFilters) -> dict[str, Any]:
     }
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _count(value: ColumnElement[Any]) -> ColumnElement[int]:
+    """A sum of counters as a BIGINT (not the NUMERIC a SUM of BIGINT gives, which the driver
+    would decode as a Decimal), within 0 and 2^63-1: counters that drifted (negative, or absurd
+    after a bypassed trigger) must never fail a call."""
+    return cast(
+        func.least(func.greatest(value, literal_column("0")), literal_column(str(_INT64_MAX))),
+        BigInteger,
+    )
+
+
 def _folded_message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]) -> Any:
     return func.coalesce(
         select(_n.n)
@@ -225,9 +238,9 @@ def _message_count(tenant_id: ColumnElement[str], session_id: ColumnElement[str]
     pending = (
         select(func.sum(_dn.n)).where(_dn.tenant_id == tenant_id, _dn.session_id == session_id)
     ).scalar_subquery()
-    return cast(
-        _folded_message_count(tenant_id, session_id) + func.coalesce(pending, 0), BigInteger
-    ).label("message_count")
+    return _count(_folded_message_count(tenant_id, session_id) + func.coalesce(pending, 0)).label(
+        "message_count"
+    )
 
 
 def _session_row(row: Sequence[Any]) -> SessionRow:
@@ -356,7 +369,7 @@ def _page_select(shape: _Shape, *, after: bool, seek: CTE | None) -> Select[Any]
         pending.c.n, 0
     )
     return (
-        select(*_session_columns(rows), cast(message_count, BigInteger).label("message_count"))
+        select(*_session_columns(rows), _count(message_count).label("message_count"))
         .select_from(rows.outerjoin(pending, pending.c.session_id == rows.c.session_id))
         .order_by(rows.c.created_at.desc(), rows.c.session_id.desc())
     )
@@ -401,8 +414,7 @@ def _page_statement(
     shape: _Shape, days: _Bounds, edges: tuple[_Bounds, _Bounds], after: bool, seek: bool
 ) -> Compiled:
     parts = _count_parts(shape, days, edges, seek).cte("parts")
-    # BIGINT, not the NUMERIC a SUM of BIGINT gives, which the driver would decode as a Decimal.
-    total = cast(func.coalesce(func.sum(parts.c.n), 0), BigInteger)
+    total = _count(func.coalesce(func.sum(parts.c.n), 0))
     totals = select(total.label("total")).subquery("totals")
     page = _page_select(shape, after=after, seek=_seek(parts) if seek else None).subquery("page")
     # The LEFT JOIN keeps the total when the page is empty.
@@ -591,11 +603,11 @@ _UPDATE_STATUS = compile_statement(
       {_over(END_TIME_TEXT_SQL, "s")} AS end_time,
       {_EPOCH_US_SQL.format("s.created_at")} AS created_us,
       {_EPOCH_US_SQL.format("s.updated_at")} AS updated_us,
-      CAST(COALESCE((SELECT n FROM chat_session_message_counts AS m
+      CAST(LEAST(GREATEST(COALESCE((SELECT n FROM chat_session_message_counts AS m
         WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0)
         + COALESCE((SELECT sum(n) FROM chat_message_count_deltas AS d
-        WHERE d.tenant_id = s.tenant_id AND d.session_id = s.session_id), 0) AS BIGINT)
-        AS message_count,
+        WHERE d.tenant_id = s.tenant_id AND d.session_id = s.session_id), 0), 0),
+        {_INT64_MAX}) AS BIGINT) AS message_count,
       {_ACCEPTS_OF_S} AS accepts_status
     FROM result AS s
     """  # noqa: S608

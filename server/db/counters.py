@@ -28,6 +28,11 @@ FOLD_LOCK_KEY = 0x736D636F756E7473
 FOLD_BATCH = 10_000
 
 
+def _clamped(total: str) -> str:
+    """`total` within BIGINT: one absurd delta (a hand edit) must not stop the folding."""
+    return f"LEAST(GREATEST({total}, -9223372036854775808), 9223372036854775807)"
+
+
 def _fold(deltas: str, counters: str, key: str) -> Compiled:
     """One statement moving up to :batch committed deltas into their counters. Each table pair
     is folded on its own, locking the deltas before the counters, as the TRUNCATE triggers do,
@@ -43,8 +48,8 @@ def _fold(deltas: str, counters: str, key: str) -> Compiled:
       RETURNING {key}, n
     ), folded AS (
       INSERT INTO {counters} AS c ({key}, n)
-      SELECT {key}, sum(n) FROM moved GROUP BY {key}
-      ON CONFLICT ({key}) DO UPDATE SET n = c.n + EXCLUDED.n
+      SELECT {key}, {_clamped("sum(n)")} FROM moved GROUP BY {key}
+      ON CONFLICT ({key}) DO UPDATE SET n = {_clamped("CAST(c.n AS numeric) + EXCLUDED.n")}
     )
     SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM moved) AS folded
     """

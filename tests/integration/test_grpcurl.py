@@ -95,8 +95,9 @@ async def test_list_sessions_returns_json_matching_the_inserted_rows(
     assert {s["tenant_id"] for s in output["sessions"]} == {tenant}
     assert {s["status"] for s in output["sessions"]} == {"SESSION_STATUS_ACTIVE"}
     assert {s["channel_type"] for s in output["sessions"]} == {"whatsapp"}
-    assert output["pagination"]["total"] == 3
-    assert output["pagination"]["total_pages"] == 2
+    # int64 fields are JSON strings in the proto3 JSON mapping.
+    assert output["pagination"]["total"] == "3"
+    assert output["pagination"]["total_pages"] == "2"
     # The same call through the generated stub must decode to the very same response.
     expected = await stub.ListSessions(
         pb.ListSessionsRequest(page_size=2), metadata=tenant_metadata(tenant)

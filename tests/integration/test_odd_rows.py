@@ -503,3 +503,52 @@ async def test_session_metadata_keys_that_are_odd_text_come_back_verbatim(
     assert (await update(stub, tenant, pb.SESSION_STATUS_CLOSED)).status == pb.SESSION_STATUS_CLOSED
     stored = await factory.metadata(tenant, SESSION_ID)
     assert {k: v for k, v in stored.items() if k not in ("status", "endTime")} == odd
+
+
+@pytest.mark.parametrize(
+    ("counter", "total"),
+    [
+        (3_000_000_000, 3_000_000_001),  # past int32: the wire type is int64
+        (-100, 0),  # drifted below zero: shown as none
+        (9_000_000_000_000_000_000, 2**63 - 1),  # two of them would overflow BIGINT
+    ],
+)
+async def test_counters_past_int32_or_drifted_never_fail_a_call(
+    stub: pb_grpc.SessionMonitoringStub,
+    engine: AsyncEngine,
+    factory: Factory,
+    tenant: str,
+    counter: int,
+    total: int,
+) -> None:
+    await factory.session(tenant, SESSION_ID)
+    await factory.message(tenant, SESSION_ID)
+    async with engine.begin() as conn:
+        # As a bypassed trigger or a hand edit would leave them (check-counts repairs it).
+        for day in ("2020-01-01", "2020-01-02"):
+            await conn.execute(
+                text(
+                    "INSERT INTO chat_session_counts (tenant_id, day, status, channel_type, n) "
+                    "VALUES (:t, CAST(CAST(:day AS text) AS date), 'active', 'web', :n)"
+                ),
+                {"t": tenant, "day": day, "n": counter // 2 if total < 2**63 - 1 else counter},
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO chat_message_count_deltas (tenant_id, session_id, n) "
+                "VALUES (:t, :s, :n), (:t, :s, :n)"
+            ),
+            {"t": tenant, "s": SESSION_ID, "n": counter},
+        )
+    reply = await stub.ListSessions(pb.ListSessionsRequest(), metadata=tenant_metadata(tenant))
+    assert reply.pagination.total == total
+    assert reply.pagination.total_pages == -(-total // reply.pagination.page_size)
+    expected_messages = min(max(1 + 2 * counter, 0), 2**63 - 1)
+    assert reply.sessions[0].message_count == expected_messages
+    assert (await detail(stub, tenant)).session.message_count == expected_messages
+    updated = await update(stub, tenant, pb.SESSION_STATUS_CLOSED)
+    assert updated.message_count == expected_messages
+    deep = await stub.ListSessions(
+        pb.ListSessionsRequest(page=3, page_size=1), metadata=tenant_metadata(tenant)
+    )
+    assert deep.pagination.total >= 0
