@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
 from server import status
-from server.epoch import to_micros
+from server.epoch import shown_micros, to_micros
 from server.repository import MessageRow, SessionRow
 
 _STORED_TO_STATUS = {
@@ -29,6 +29,14 @@ def set_timestamp(target: timestamp_pb2.Timestamp, micros: int) -> None:
     target.nanos = rest * 1000
 
 
+def set_stored_time(target: timestamp_pb2.Timestamp, key: int) -> None:
+    """Set `target` to the stored time whose sort key is `key` (clamped to the Timestamp
+    range: 'infinity' shows as its last moment)."""
+    seconds, rest = divmod(shown_micros(key), 1_000_000)
+    target.seconds = seconds
+    target.nanos = rest * 1000
+
+
 def fill_session(target: pb.Session, row: SessionRow) -> None:
     """Fill `target` with a chat_sessions row."""
     target.session_id = row.session_id
@@ -38,8 +46,8 @@ def fill_session(target: pb.Session, row: SessionRow) -> None:
         target.status = known
     else:
         target.raw_status = row.status
-    set_timestamp(target.start_time, row.created_us)
-    set_timestamp(target.update_time, row.updated_us)
+    set_stored_time(target.start_time, row.created_key)
+    set_stored_time(target.update_time, row.updated_key)
     target.message_count = row.message_count
     if row.channel_type is not None:
         target.channel_type = row.channel_type
@@ -56,4 +64,4 @@ def fill_message(target: pb.Message, row: MessageRow) -> None:
         target.role = row.role
     if row.content:
         target.content = row.content
-    set_timestamp(target.create_time, row.created_us)
+    set_stored_time(target.create_time, row.created_key)

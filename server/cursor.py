@@ -1,6 +1,7 @@
 """Opaque keyset page tokens: encode where a page ended, and refuse tokens issued for another query.
 
-A token carries the sort key of the last row returned (created time and a unique tie-break), the
+A token carries the sort key of the last row returned (the stored created time's exact key, see
+server.epoch, and a unique tie-break), the
 number of the page it leads to, and a fingerprint of the tenant and every filter it was issued
 for. It is not signed: the tenant predicate on every query already confines a forged token to the
 caller's own rows, so the fingerprint exists to catch mistakes (a token reused with other
@@ -14,12 +15,11 @@ import binascii
 import hashlib
 import struct
 from dataclasses import dataclass
-from datetime import datetime
 
-from server.epoch import from_micros, to_micros
+from server.epoch import is_storable
 
-_VERSION = 1
-_HEADER = struct.Struct(">BB8sqI")  # version, kind, fingerprint, created_at µs since epoch, page
+_VERSION = 2  # 1 carried a clamped created time, which lost rows stored at infinity
+_HEADER = struct.Struct(">BB8sqI")  # version, kind, fingerprint, created time's key, page
 _MAX_KEY_BYTES = 1024
 
 # Pagination.page is an int32.
@@ -37,7 +37,7 @@ class PageTokenError(ValueError):
 class Cursor:
     """The sort key of the last row of a page, and the number of the page that follows it."""
 
-    created_at: datetime
+    created_key: int  # the stored created time's sort key (server.epoch)
     key: str
     page: int
 
@@ -49,8 +49,7 @@ def fingerprint(*parts: object) -> bytes:
 
 def encode(cursor: Cursor, *, kind: int, query_fingerprint: bytes) -> str:
     """The URL-safe token for `cursor`."""
-    micros = to_micros(cursor.created_at)
-    header = _HEADER.pack(_VERSION, kind, query_fingerprint, micros, cursor.page)
+    header = _HEADER.pack(_VERSION, kind, query_fingerprint, cursor.created_key, cursor.page)
     raw = header + cursor.key.encode()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -63,17 +62,16 @@ def decode(token: str, *, kind: int, query_fingerprint: bytes) -> Cursor:
         raise PageTokenError("is not a page token") from None
     if len(raw) < _HEADER.size or len(raw) > _HEADER.size + _MAX_KEY_BYTES:
         raise PageTokenError("is not a page token")
-    version, token_kind, token_fingerprint, micros, page = _HEADER.unpack_from(raw)
+    version, token_kind, token_fingerprint, created_key, page = _HEADER.unpack_from(raw)
     if version != _VERSION or token_kind != kind:
         raise PageTokenError("is not a page token for this call")
     if token_fingerprint != query_fingerprint:
         raise PageTokenError("was issued for another tenant, other filters or another page size")
     try:
         key = raw[_HEADER.size :].decode()
-        created_at = from_micros(micros)
-    except (UnicodeDecodeError, OverflowError):
+    except UnicodeDecodeError:
         raise PageTokenError("is not a page token") from None
     # NUL cannot occur in a PostgreSQL text key, so only a forged token carries one.
-    if not 2 <= page <= MAX_PAGE or "\x00" in key:
+    if not 2 <= page <= MAX_PAGE or "\x00" in key or not is_storable(created_key):
         raise PageTokenError("is not a page token")
-    return Cursor(created_at=created_at, key=key, page=page)
+    return Cursor(created_key=created_key, key=key, page=page)

@@ -55,6 +55,7 @@ from server.db.models import (
     sessions_table,
 )
 from server.db.statements import Compiled, Database, compile_statement
+from server.epoch import INFINITY_KEY, MINUS_INFINITY_KEY
 from server.validation import SessionFilters
 
 _s = sessions_table.c
@@ -99,8 +100,8 @@ class SessionRow:
     channel_type: str | None
     status: str  # as displayed: EFFECTIVE_STATUS_SQL
     end_time: str | None  # the stored endTime text, when it is a JSON string
-    created_us: int  # microseconds since the epoch, as are all row times (see _EPOCH_US_SQL)
-    updated_us: int
+    created_key: int  # the stored time's sort key (server.epoch), as are all row times
+    updated_key: int
     message_count: int
 
 
@@ -112,23 +113,51 @@ class MessageRow:
     role: str | None
     content: str | None
     metadata: Any
-    created_us: int
+    created_key: int
 
 
-# Row times come as exact microseconds since the epoch (EXTRACT gives NUMERIC since PostgreSQL
-# 14): measured, a BIGINT decodes and becomes a protobuf Timestamp in a third of the time a
-# timestamptz takes as a datetime (0.27 vs 0.87 us), and a list page carries 40 of them. Times
-# other services stored outside the Timestamp range (year 1 to 9999, e.g. 'infinity') are
-# clamped to its ends rather than failing the call.
-_EPOCH_US_SQL = (
-    "CAST(EXTRACT(EPOCH FROM LEAST(GREATEST({}, TIMESTAMPTZ '0001-01-01 00:00:00Z'), "
-    "TIMESTAMPTZ '9999-12-31 23:59:59.999999Z')) * 1000000 AS BIGINT)"
+# Row times come as their exact sort keys (server.epoch: microseconds since 2000-01-01 UTC,
+# +-infinity as the int64 extremes) rather than as timestamptz: a BIGINT decodes and becomes a
+# Timestamp in a third of the time a datetime takes, and a key keeps what a datetime cannot
+# ('infinity', year 20000), so page tokens carry the stored sort key itself (EXTRACT gives
+# an exact NUMERIC since PostgreSQL 14).
+_KEY_SQL = (
+    "CAST(CASE WHEN {0} < TIMESTAMPTZ '290000-01-01Z' AND {0} > TIMESTAMPTZ '-infinity' "
+    "THEN EXTRACT(EPOCH FROM {0}) * 1000000 - 946684800000000 "
+    # Near the end of the range EXTRACT(EPOCH) falls back to float; an interval stays exact.
+    "WHEN isfinite({0}) THEN EXTRACT(EPOCH FROM {0} - TIMESTAMPTZ '2000-01-01Z') * 1000000 "
+    "WHEN {0} > TIMESTAMPTZ 'epoch' THEN 9223372036854775807 "
+    "ELSE -9223372036854775808 END AS BIGINT)"
 )
+_DAY_US = 86_400_000_000
 
 
-def _epoch_us(column: str) -> Label[int]:
-    return literal_column(_EPOCH_US_SQL.format(column), BigInteger).label(
-        column.rpartition(".")[2].replace("_at", "_us")
+def _key(column: str) -> Label[int]:
+    return literal_column(_KEY_SQL.format(column), BigInteger).label(
+        column.rpartition(".")[2].replace("_at", "_key")
+    )
+
+
+def _time_of_key(name: str) -> ColumnElement[datetime]:
+    """The stored time the bound key `name` stands for, exactly: calendar arithmetic on a
+    timestamp without time zone (no daylight saving), whole days then microseconds (no float
+    rounding). It depends on the bound key alone, so it is evaluated once per statement and
+    still bounds an index range."""
+    key = bindparam(name, type_=BigInteger)
+    days = key.op("/")(literal_column(str(_DAY_US))).op("*")(literal_column("INTERVAL '1 day'"))
+    micros = key.op("%")(literal_column(str(_DAY_US))).op("*")(
+        literal_column("INTERVAL '1 microsecond'")
+    )
+    finite = func.timezone(
+        literal_column("'UTC'"), literal_column("TIMESTAMP '2000-01-01'") + days + micros
+    )
+    return case(
+        (key == literal_column(str(INFINITY_KEY)), literal_column("TIMESTAMPTZ 'infinity'")),
+        (
+            key == literal_column(str(MINUS_INFINITY_KEY)),
+            literal_column("TIMESTAMPTZ '-infinity'"),
+        ),
+        else_=finite,
     )
 
 
@@ -148,8 +177,8 @@ def _session_columns(source: NamedFromClause) -> tuple[ColumnElement[Any], ...]:
         source.c.channel_type,
         literal_column(_over(EFFECTIVE_STATUS_SQL, name), Text).label("status"),
         literal_column(_over(END_TIME_TEXT_SQL, name), Text).label("end_time"),
-        _epoch_us(f"{name}.created_at"),
-        _epoch_us(f"{name}.updated_at"),
+        _key(f"{name}.created_at"),
+        _key(f"{name}.updated_at"),
     )
 
 
@@ -347,7 +376,10 @@ def _page_select(shape: _Shape, *, after: bool, seek: CTE | None) -> Select[Any]
         # A row comparison is an index range condition; the equivalent OR is not.
         conditions.append(
             tuple_(_s.created_at, _s.session_id)
-            < tuple_(_time("after_created_at"), bindparam("after_key", type_=_s.session_id.type))
+            < tuple_(
+                _time_of_key("after_created_key"),
+                bindparam("after_key", type_=_s.session_id.type),
+            )
         )
     page = (
         select(*_SESSION_SOURCE)
@@ -421,7 +453,7 @@ def _page_statement(
     return compile_statement(
         select(totals.c.total, *page.c)
         .select_from(totals.outerjoin(page, true()))
-        .order_by(page.c.created_us.desc(), page.c.session_id.desc())
+        .order_by(page.c.created_key.desc(), page.c.session_id.desc())
     )
 
 
@@ -449,13 +481,13 @@ async def list_page(
     params = _count_params(tenant_id, filters, count_plan)
     params.update(offset=offset, limit=limit)
     if after is not None:
-        params.update(after_created_at=after.created_at, after_key=after.key)
+        params.update(after_created_key=after.created_key, after_key=after.key)
     rows = await database.fetch(statement, params)
     total = int(rows[0][0]) if rows else 0
     return total, [_session_row(row[1:]) for row in rows if row[2] is not None]
 
 
-_MESSAGE_COLUMNS = (_m.id, _m.role, _m.content, _m.metadata, _epoch_us("chat_messages.created_at"))
+_MESSAGE_COLUMNS = (_m.id, _m.role, _m.content, _m.metadata, _key("chat_messages.created_at"))
 
 
 def _detail_statement(after: bool) -> Compiled:
@@ -474,7 +506,7 @@ def _detail_statement(after: bool) -> Compiled:
     if after:
         conditions.append(
             tuple_(_m.created_at, _m.id)
-            > tuple_(_time("after_created_at"), bindparam("after_id", type_=_m.id.type))
+            > tuple_(_time_of_key("after_created_key"), bindparam("after_id", type_=_m.id.type))
         )
     page = (
         select(*message_columns)
@@ -521,7 +553,7 @@ async def session_detail(
     tenant has no such session."""
     params: dict[str, Any] = {"tenant_id": tenant_id, "session_id": session_id, "limit": limit}
     if after is not None:
-        params.update(after_created_at=after.created_at, after_id=int(after.key))
+        params.update(after_created_key=after.created_key, after_id=int(after.key))
     found: tuple[SessionRow, Any] | None = None
     messages: list[MessageRow] = []
     for row in await database.fetch(_DETAIL[after is not None], params):
@@ -532,7 +564,7 @@ async def session_detail(
     if found is None:
         return None
     # UNION ALL keeps no order of its own; the page's order is restored here.
-    messages.sort(key=lambda message: (message.created_us, message.id))
+    messages.sort(key=lambda message: (message.created_key, message.id))
     return SessionDetail(*found, messages)
 
 
@@ -601,8 +633,8 @@ _UPDATE_STATUS = compile_statement(
     )
     SELECT s.changed, s.tenant_id, s.session_id, s.channel_type, {_STATUS_OF_S} AS status,
       {_over(END_TIME_TEXT_SQL, "s")} AS end_time,
-      {_EPOCH_US_SQL.format("s.created_at")} AS created_us,
-      {_EPOCH_US_SQL.format("s.updated_at")} AS updated_us,
+      {_KEY_SQL.format("s.created_at")} AS created_key,
+      {_KEY_SQL.format("s.updated_at")} AS updated_key,
       CAST(LEAST(GREATEST(COALESCE((SELECT n FROM chat_session_message_counts AS m
         WHERE m.tenant_id = s.tenant_id AND m.session_id = s.session_id), 0)
         + COALESCE((SELECT sum(n) FROM chat_message_count_deltas AS d

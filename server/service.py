@@ -19,7 +19,6 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from server import convert, counting, cursor, repository, validation
 from server.db.engine import is_retryable_conflict
 from server.db.statements import Database
-from server.epoch import from_micros
 from server.errors import ConflictError, SessionMetadataNotObjectError, SessionNotFoundError
 from server.jsonvalue import fill_struct
 from server.tenancy import current_tenant
@@ -70,7 +69,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             rows = rows[: query.page_size]
             last = rows[-1]
             next_page_token = cursor.encode(
-                cursor.Cursor(from_micros(last.created_us), last.session_id, query.page + 1),
+                cursor.Cursor(last.created_key, last.session_id, query.page + 1),
                 kind=cursor.KIND_SESSIONS,
                 query_fingerprint=query.fingerprint,
             )
@@ -112,7 +111,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             last = messages[kept - 1]
             page = query.after.page + 1 if query.after else 2
             response.next_page_token = cursor.encode(
-                cursor.Cursor(from_micros(last.created_us), str(last.id), page),
+                cursor.Cursor(last.created_key, str(last.id), page),
                 kind=cursor.KIND_MESSAGES,
                 query_fingerprint=query.fingerprint,
             )

@@ -552,3 +552,82 @@ async def test_counters_past_int32_or_drifted_never_fail_a_call(
         pb.ListSessionsRequest(page=3, page_size=1), metadata=tenant_metadata(tenant)
     )
     assert deep.pagination.total >= 0
+
+
+_ODD_TIMES = (
+    "infinity",
+    "infinity",
+    "20000-01-01 00:00:00Z",
+    "20000-01-01 00:00:00Z",
+    "9999-12-31 23:59:59.999999Z",
+    "2026-01-01 00:00:00Z",
+    "0001-01-01 00:00:00Z",
+    "0100-01-01 00:00:00Z BC",
+    "-infinity",
+    "-infinity",
+)
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3])
+async def test_paging_by_token_visits_rows_stored_at_odd_times_once_each_in_order(
+    stub: pb_grpc.SessionMonitoringStub,
+    engine: AsyncEngine,
+    factory: Factory,
+    tenant: str,
+    page_size: int,
+) -> None:
+    # Two rows at each odd time, so the tie-break decides within it; ids chosen so that sort
+    # order by id differs from insertion order.
+    sessions = [f"s-{index:02d}" for index in range(len(_ODD_TIMES))]
+    async with engine.begin() as conn:
+        for session, stored in zip(sessions, _ODD_TIMES, strict=True):
+            await conn.execute(
+                text(
+                    "INSERT INTO chat_sessions (tenant_id, session_id, created_at) "
+                    "VALUES (:t, :s, CAST(CAST(:at AS text) AS timestamptz))"
+                ),
+                {"t": tenant, "s": session, "at": stored},
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO chat_messages (tenant_id, session_id, created_at) "
+                    "VALUES (:t, :first, CAST(CAST(:at AS text) AS timestamptz))"
+                ),
+                {"t": tenant, "first": sessions[0], "at": stored},
+            )
+        newest_first = [
+            row.session_id
+            for row in await conn.execute(
+                text(
+                    "SELECT session_id FROM chat_sessions WHERE tenant_id = :t "
+                    "ORDER BY created_at DESC, session_id DESC"
+                ),
+                {"t": tenant},
+            )
+        ]
+        oldest_first = [
+            row.id
+            for row in await conn.execute(
+                text("SELECT id FROM chat_messages WHERE tenant_id = :t ORDER BY created_at, id"),
+                {"t": tenant},
+            )
+        ]
+    seen: list[str] = []
+    request = pb.ListSessionsRequest(page_size=page_size)
+    for _ in range(len(sessions) + 1):
+        reply = await stub.ListSessions(request, metadata=tenant_metadata(tenant))
+        seen += [session.session_id for session in reply.sessions]
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    assert seen == newest_first
+
+    messages: list[int] = []
+    detail_request = pb.GetSessionDetailRequest(session_id=sessions[0], page_size=page_size)
+    for _ in range(len(sessions) + 1):
+        page = await stub.GetSessionDetail(detail_request, metadata=tenant_metadata(tenant))
+        messages += [message.id for message in page.messages]
+        if not page.next_page_token:
+            break
+        detail_request.page_token = page.next_page_token
+    assert messages == oldest_first

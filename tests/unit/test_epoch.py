@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.epoch import from_micros, to_micros
+from server.epoch import (
+    INFINITY_KEY,
+    MINUS_INFINITY_KEY,
+    from_micros,
+    key_of,
+    shown_micros,
+    to_micros,
+)
 
 YEAR_ONE = datetime(1, 1, 1, tzinfo=UTC)
 LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
@@ -38,3 +45,21 @@ def test_microseconds_survive_the_round_trip(micros: int) -> None:
 def test_known_moments_have_their_microsecond_counts(moment: datetime, micros: int) -> None:
     assert to_micros(moment) == micros
     assert from_micros(micros) == moment
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [
+        (0, 946_684_800_000_000),  # 2000-01-01, PostgreSQL's own epoch
+        (key_of(LAST_MOMENT), to_micros(LAST_MOMENT)),
+        (key_of(YEAR_ONE), to_micros(YEAR_ONE)),
+        (key_of(LAST_MOMENT) + 1, to_micros(LAST_MOMENT)),  # year 10000 shows at the end
+        (key_of(YEAR_ONE) - 1, to_micros(YEAR_ONE)),  # 1 BC shows at the start
+        (INFINITY_KEY, to_micros(LAST_MOMENT)),
+        (MINUS_INFINITY_KEY, to_micros(YEAR_ONE)),
+    ],
+)
+def test_stored_times_show_exactly_inside_the_timestamp_range_and_clamped_outside(
+    key: int, shown: int
+) -> None:
+    assert shown_micros(key) == shown

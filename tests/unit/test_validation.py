@@ -14,10 +14,11 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
 from server import cursor, status, validation
 from server.cursor import KIND_MESSAGES, KIND_SESSIONS, Cursor
+from server.epoch import key_of
 from server.errors import REASON_INVALID_ARGUMENT, FieldViolation, InvalidArgumentError
 
 TENANT = "tenant-a"
-LAST_ROW_TIME = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+LAST_ROW_TIME = key_of(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 NOT_BASE64 = "garbage!"
 PROTO_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=300)
