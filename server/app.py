@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SessionMonitoring"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# Readiness per health service name. "" and SERVICE_NAME: the reads (ListSessions,
+# GetSessionDetail) can be served, i.e. the database they read answers (the replica when one is
+# configured, else the primary), so a primary outage does not take reads offline behind a
+# replica. WRITES_HEALTH_NAME: UpdateSessionStatus can be served, i.e. the primary answers.
+WRITES_HEALTH_NAME = f"{SERVICE_NAME}/UpdateSessionStatus"
 _PROBE_TIMEOUT = 2.0
 
 
@@ -51,7 +56,7 @@ class App:
     maintenance: Database
     fold_interval: float
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
-    _serving: bool | None = field(default=None, init=False)
+    _serving: dict[str, bool] = field(default_factory=dict, init=False)  # by health name
     _fold_failing: bool = field(default=False, init=False)
 
     async def start(self) -> None:
@@ -74,7 +79,7 @@ class App:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._set_serving(False)
+        await self._set_serving(dict.fromkeys(self._serving, False))
         await self.server.stop(grace)
         for database in (*self.databases, self.maintenance):
             await database.close()
@@ -92,18 +97,23 @@ class App:
         return result
 
     async def check_database(self) -> bool:
-        """Probe every database once and publish the result as the health status."""
-        reachable = True
-        for database in self.databases:
-            try:
-                async with asyncio.timeout(_PROBE_TIMEOUT):
-                    await database.ping()
-            except Exception as error:  # any failure to answer means "not serving"
-                reachable = False
-                if self._serving is not False:
-                    logger.warning("database probe failed: %s", error.__class__.__name__)
-        await self._set_serving(reachable)
-        return reachable
+        """Probe every database once and publish readiness per health name (see
+        WRITES_HEALTH_NAME); True when every database answered."""
+        reachable = [await self._answers(database) for database in self.databases]
+        reads, writes = reachable[-1], reachable[0]  # the replica, if any, is last
+        await self._set_serving({"": reads, SERVICE_NAME: reads, WRITES_HEALTH_NAME: writes})
+        return all(reachable)
+
+    async def _answers(self, database: Database) -> bool:
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT):
+                await database.ping()
+        except Exception as error:  # any failure to answer means "not serving"
+            name = WRITES_HEALTH_NAME if database is self.databases[0] else SERVICE_NAME
+            if self._serving.get(name) is not False:  # once per outage
+                logger.warning("database probe failed: %s", error.__class__.__name__)
+            return False
+        return True
 
     async def _probe_forever(self) -> None:
         while True:
@@ -115,19 +125,20 @@ class App:
             await asyncio.sleep(self.fold_interval)
             await self.fold_counters()
 
-    async def _set_serving(self, serving: bool) -> None:
-        if serving == self._serving:
-            return
-        if self._serving is not None:
-            logger.info("health: %s", "SERVING" if serving else "NOT_SERVING")
-        self._serving = serving
-        state = (
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, state)
+    async def _set_serving(self, serving: dict[str, bool]) -> None:
+        for name, now in serving.items():
+            before = self._serving.get(name)
+            if now == before:
+                continue
+            if before is not None:
+                logger.info("health %r: %s", name, "SERVING" if now else "NOT_SERVING")
+            self._serving[name] = now
+            await self.health.set(
+                name,
+                health_pb2.HealthCheckResponse.SERVING
+                if now
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
 
 
 def create_app(

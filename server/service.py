@@ -33,6 +33,14 @@ logger = logging.getLogger(__name__)
 UPDATE_ATTEMPTS = 3
 # gRPC clients refuse responses over 4 MiB by default; keep detail pages well under that.
 RESPONSE_BYTES_BUDGET = 3 * 1024 * 1024
+# Session metadata larger than this is left out of a detail reply (flagged): the messages need
+# the room, and a default client receives 4 MiB at most.
+METADATA_BYTES_BUDGET = 1024 * 1024
+# What a client receives by default (4 MiB), less room for the reply's framing and trailers: a
+# single message larger than this is cut to fit unless the caller asks for full content.
+RECEIVE_LIMIT_BYTES = 4 * 1024 * 1024 - 16 * 1024
+# The truncation flag, the full size and the length prefixes that cutting adds to a message.
+_CUT_MARGIN = 32
 
 
 class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
@@ -106,7 +114,10 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         convert.fill_session(response.session, found.session)
         if isinstance(found.metadata, dict):
             fill_struct(response.metadata, found.metadata)
-        kept = _fill_page(response, messages[: query.page_size])
+            if response.metadata.ByteSize() > METADATA_BYTES_BUDGET:
+                response.ClearField("metadata")
+                response.metadata_truncated = True
+        kept = _fill_page(response, messages[: query.page_size], whole=query.full_content)
         if kept < len(messages):
             last = messages[kept - 1]
             page = query.after.page + 1 if query.after else 2
@@ -155,10 +166,13 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         return row
 
 
-def _fill_page(response: pb.GetSessionDetailResponse, rows: list[repository.MessageRow]) -> int:
+def _fill_page(
+    response: pb.GetSessionDetailResponse, rows: list[repository.MessageRow], *, whole: bool
+) -> int:
     """Add `rows` and their trace to `response` while it stays within RESPONSE_BYTES_BUDGET;
     return how many were added. A page always holds at least one message, so paging always
-    makes progress, and stops early rather than exceed what a default client can receive."""
+    makes progress, and stops early rather than exceed what a default client can receive; a
+    first message too large even alone is cut to fit unless `whole` content was asked for."""
     fixed = response.ByteSize()
     for row in rows:
         _add_message(response, row)
@@ -168,14 +182,23 @@ def _fill_page(response: pb.GetSessionDetailResponse, rows: list[repository.Mess
         return len(rows)
     del response.messages[:]
     response.ClearField("trace")
-    return _fill_page_measured(response, rows, RESPONSE_BYTES_BUDGET - fixed)
+    return _fill_page_measured(
+        response,
+        rows,
+        RESPONSE_BYTES_BUDGET - fixed,
+        None if whole else RECEIVE_LIMIT_BYTES - fixed,
+    )
 
 
 def _fill_page_measured(
-    response: pb.GetSessionDetailResponse, rows: list[repository.MessageRow], budget: int
+    response: pb.GetSessionDetailResponse,
+    rows: list[repository.MessageRow],
+    budget: int,
+    limit: int | None,
 ) -> int:
     """`_fill_page` for a page that would not fit: add messages while their size and their
-    trace entries' size fit in `budget`."""
+    trace entries' size fit in `budget`. The first message is always added, cut to `limit`
+    (what a default client receives) when it is larger."""
     trace = response.trace
     parts: tuple[RepeatedCompositeFieldContainer[Any], ...] = (
         trace.retrieval,
@@ -195,13 +218,43 @@ def _fill_page_measured(
                 for entry in part[start:]
             )
         )
-        if kept and size > budget:
-            del response.messages[-1]
-            for part, start in zip(parts, before, strict=True):
-                del part[start:]
-            return kept
+        if size > budget:
+            if kept:
+                del response.messages[-1]
+                for part, start in zip(parts, before, strict=True):
+                    del part[start:]
+                return kept
+            if limit is not None and size > limit:
+                _cut_to_fit(response, message, parts, before, limit)
         budget -= size
     return len(rows)
+
+
+def _cut_to_fit(
+    response: pb.GetSessionDetailResponse,
+    message: pb.Message,
+    parts: tuple[RepeatedCompositeFieldContainer[Any], ...],
+    before: list[int],
+    budget: int,
+) -> None:
+    """Make the only message of a page fit `budget`: leave out its trace entries if they alone
+    do not fit, then cut its content (at a character boundary) to what room is left."""
+    entries = sum(
+        entry.ByteSize() + 6
+        for part, start in zip(parts, before, strict=True)
+        for entry in part[start:]
+    )
+    if entries > budget // 2:
+        for part, start in zip(parts, before, strict=True):
+            del part[start:]
+        response.trace_truncated = True
+        entries = 0
+    content = message.content.encode()
+    room = budget - entries - (message.ByteSize() - len(content)) - _CUT_MARGIN
+    if len(content) > room:
+        message.content = content[: max(room, 0)].decode("utf-8", "ignore")
+        message.content_truncated = True
+        message.content_bytes = len(content)
 
 
 def _add_message(response: pb.GetSessionDetailResponse, row: repository.MessageRow) -> pb.Message:

@@ -69,6 +69,7 @@ class SessionDetailQuery:
     page_size: int
     after: cursor.Cursor | None
     fingerprint: bytes
+    full_content: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,9 @@ def session_detail_query(
             violations.append(FieldViolation("page_token", "is not a page token"))
     if violations:
         raise invalid_argument(*violations)
-    return SessionDetailQuery(request.session_id, page_size, after, query_fingerprint)
+    return SessionDetailQuery(
+        request.session_id, page_size, after, query_fingerprint, request.full_content
+    )
 
 
 def status_update(request: pb.UpdateSessionStatusRequest) -> StatusUpdate:

@@ -10,6 +10,8 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from server.app import WRITES_HEALTH_NAME
+
 SERVICE = "sessionmonitoring.v1.SessionMonitoring"
 
 
@@ -31,7 +33,7 @@ async def _reflect(
     return response
 
 
-@pytest.mark.parametrize("service", ["", SERVICE])
+@pytest.mark.parametrize("service", ["", SERVICE, WRITES_HEALTH_NAME])
 async def test_health_check_reports_serving(raw_channel: grpc.aio.Channel, service: str) -> None:
     stub = health_pb2_grpc.HealthStub(raw_channel)
     response = await stub.Check(health_pb2.HealthCheckRequest(service=service))

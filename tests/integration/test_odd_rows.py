@@ -631,3 +631,77 @@ async def test_paging_by_token_visits_rows_stored_at_odd_times_once_each_in_orde
             break
         detail_request.page_token = page.next_page_token
     assert messages == oldest_first
+
+
+async def test_a_message_past_the_receive_limit_is_cut_to_fit_and_paging_moves_past_it(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, grpc_target: str, tenant: str
+) -> None:
+    content = "\u4e2d" * (2 * 1024 * 1024)  # 6 MiB of UTF-8: past a default client's 4 MiB
+    await factory.session(tenant, SESSION_ID)
+    big = await factory.message(tenant, SESSION_ID, content=content, created_at=BASE_TIME)
+    after = await factory.message(
+        tenant, SESSION_ID, content="next", created_at=BASE_TIME + timedelta(seconds=1)
+    )
+    first = await stub.GetSessionDetail(
+        pb.GetSessionDetailRequest(session_id=SESSION_ID, page_size=10),
+        metadata=tenant_metadata(tenant),
+    )
+    [message] = first.messages
+    assert message.id == big
+    assert message.content_truncated
+    assert message.content_bytes == len(content.encode())
+    assert content.startswith(message.content)
+    assert len(message.content) > 1024 * 1024  # cut to what fits, not to nothing
+    assert first.ByteSize() < 4 * 1024 * 1024
+    second = await stub.GetSessionDetail(
+        pb.GetSessionDetailRequest(
+            session_id=SESSION_ID, page_size=10, page_token=first.next_page_token
+        ),
+        metadata=tenant_metadata(tenant),
+    )
+    assert [(m.id, m.content, m.content_truncated) for m in second.messages] == [
+        (after, "next", False)
+    ]
+    # The whole text, for a caller that raised its receive limit.
+    options = [("grpc.max_receive_message_length", 16 * 1024 * 1024)]
+    async with grpc.aio.insecure_channel(grpc_target, options=options) as channel:
+        whole = await pb_grpc.SessionMonitoringStub(channel).GetSessionDetail(
+            pb.GetSessionDetailRequest(session_id=SESSION_ID, page_size=1, full_content=True),
+            metadata=tenant_metadata(tenant),
+        )
+    assert whole.messages[0].content == content
+    assert not whole.messages[0].content_truncated
+
+
+async def test_session_metadata_past_the_receive_limit_is_left_out_and_flagged(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    await factory.session(
+        tenant, SESSION_ID, metadata={"status": "closed", "blob": "x" * 5_000_000}
+    )
+    await factory.message(tenant, SESSION_ID, content="hi")
+    reply = await detail(stub, tenant)
+    assert reply.metadata_truncated
+    assert reply.metadata == struct_pb2.Struct()
+    assert reply.session.status == pb.SESSION_STATUS_CLOSED
+    assert [m.content for m in reply.messages] == ["hi"]
+    assert (await listed(stub, tenant)).session_id == SESSION_ID
+    assert (await update(stub, tenant, pb.SESSION_STATUS_ACTIVE)).status == pb.SESSION_STATUS_ACTIVE
+
+
+async def test_trace_entries_past_the_receive_limit_are_left_out_and_flagged(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    await factory.session(tenant, SESSION_ID)
+    await factory.message(
+        tenant,
+        SESSION_ID,
+        role="assistant",
+        content="answer",
+        metadata={"retrieval": [{"source": "kb", "content": "r" * (5 * 1024 * 1024)}]},
+    )
+    reply = await detail(stub, tenant)
+    assert reply.trace_truncated
+    assert list(reply.trace.retrieval) == []
+    assert [(m.content, m.content_truncated) for m in reply.messages] == [("answer", False)]
+    assert reply.ByteSize() < 4 * 1024 * 1024

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.db.engine import asyncpg_dsn
+from server.db.migrate import upgrade_to_head
 from server.demo import insert_demo_data
 from tests.helpers import serving
 
@@ -64,3 +68,39 @@ async def test_readme_command_behaves_as_documented(command: str, demo_target: s
     else:
         assert process.returncode == 0, err.decode()
         assert out.strip()
+
+
+def readme_check_counts_commands() -> list[str]:
+    """The lines of the README's check-counts block."""
+    section = README.read_text().split("When triggers were bypassed", 1)[1]
+    block = section.split("```sh", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+async def test_the_readme_check_counts_commands_report_and_repair_as_documented(
+    private_database_url: str,
+) -> None:
+    await asyncio.to_thread(upgrade_to_head, private_database_url)
+    connection = await asyncpg.connect(asyncpg_dsn(private_database_url))
+    try:
+        await connection.execute("SET session_replication_role = replica")
+        await connection.execute(
+            "INSERT INTO chat_sessions (tenant_id, session_id) VALUES ('restored', 's')"
+        )
+    finally:
+        await connection.close()
+    every, one_tenant, repair = readme_check_counts_commands()
+    expected = [(every, 1), (one_tenant, 0), (repair, 0), (every, 0)]
+    for command, code in expected:
+        runnable = command.replace(".venv/bin/python", sys.executable)
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            runnable,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "DATABASE_URL": private_database_url, "LOG_LEVEL": "WARNING"},
+        )
+        out, err = await process.communicate()
+        assert process.returncode == code, (command, out.decode(), err.decode())
+    assert out.decode() == "all tenants: exact\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
@@ -22,7 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server import errors
-from server.app import App
+from server.app import SERVICE_NAME, WRITES_HEALTH_NAME, App
 from server.db.embedded import start_embedded_postgres
 from server.db.migrate import upgrade_to_head
 from tests.factories import Factory, tenant_metadata
@@ -349,6 +350,20 @@ async def test_reads_come_from_the_replica_and_updates_from_the_primary(
     assert len(detail.messages) == 2
 
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _health_by_name(app: App) -> dict[str, int]:
+    """What grpc.health.v1 tells a probe for each of the server's health names."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        return {
+            name: (await health.Check(health_pb2.HealthCheckRequest(service=name))).status
+            for name in ("", SERVICE_NAME, WRITES_HEALTH_NAME)
+        }
+
+
 async def test_reads_keep_working_while_the_primary_is_down_and_updates_are_unavailable(
     cluster: Cluster, replicated: Replicated, tenant: str
 ) -> None:
@@ -382,13 +397,19 @@ async def test_reads_keep_working_while_the_primary_is_down_and_updates_are_unav
                 )
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
             assert failure(raised.value).reason == errors.REASON_DATABASE_UNAVAILABLE
-        # Health covers both databases: a server that cannot write is not fully serving.
+        # Reads stay ready behind the replica; only the writes' health name says otherwise.
         assert await replicated.app.check_database() is False
+        assert await _health_by_name(replicated.app) == {
+            "": SERVING,
+            SERVICE_NAME: SERVING,
+            WRITES_HEALTH_NAME: NOT_SERVING,
+        }
     finally:
         if not cluster.primary_running():
             await asyncio.to_thread(cluster.start_primary)
     # Back up, the primary takes writes again through fresh connections.
     assert await replicated.app.check_database() is True
+    assert set((await _health_by_name(replicated.app)).values()) == {SERVING}
     updated = await stub.UpdateSessionStatus(
         pb.UpdateSessionStatusRequest(session_id="s-1", status=pb.SESSION_STATUS_CLOSED),
         metadata=md,

@@ -94,26 +94,32 @@ class ListSessionsResponse(_message.Message):
     def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., pagination: _Optional[_Union[Pagination, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetSessionDetailRequest(_message.Message):
-    __slots__ = ("session_id", "page_size", "page_token")
+    __slots__ = ("session_id", "page_size", "page_token", "full_content")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FULL_CONTENT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     page_size: int
     page_token: str
-    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    full_content: bool
+    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., full_content: _Optional[bool] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("id", "role", "content", "create_time")
+    __slots__ = ("id", "role", "content", "create_time", "content_truncated", "content_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: int
     role: str
     content: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    content_truncated: bool
+    content_bytes: int
+    def __init__(self, id: _Optional[int] = ..., role: _Optional[str] = ..., content: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_truncated: _Optional[bool] = ..., content_bytes: _Optional[int] = ...) -> None: ...
 
 class RetrievalHit(_message.Message):
     __slots__ = ("message_id", "source", "document_id", "chunk_id", "score", "content")
@@ -172,18 +178,22 @@ class Trace(_message.Message):
     def __init__(self, retrieval: _Optional[_Iterable[_Union[RetrievalHit, _Mapping]]] = ..., tools: _Optional[_Iterable[_Union[ToolCall, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[TraceError, _Mapping]]] = ...) -> None: ...
 
 class GetSessionDetailResponse(_message.Message):
-    __slots__ = ("session", "messages", "trace", "metadata", "next_page_token")
+    __slots__ = ("session", "messages", "trace", "metadata", "next_page_token", "metadata_truncated", "trace_truncated")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    METADATA_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TRACE_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     session: Session
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     trace: Trace
     metadata: _struct_pb2.Struct
     next_page_token: str
-    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., trace: _Optional[_Union[Trace, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    metadata_truncated: bool
+    trace_truncated: bool
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., trace: _Optional[_Union[Trace, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., next_page_token: _Optional[str] = ..., metadata_truncated: _Optional[bool] = ..., trace_truncated: _Optional[bool] = ...) -> None: ...
 
 class UpdateSessionStatusRequest(_message.Message):
     __slots__ = ("session_id", "status")
