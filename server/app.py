@@ -131,7 +131,7 @@ class App:
             if now == before:
                 continue
             if before is not None:
-                logger.info("health %r: %s", name, "SERVING" if now else "NOT_SERVING")
+                logger.info("health: %s for %r", "SERVING" if now else "NOT_SERVING", name)
             self._serving[name] = now
             await self.health.set(
                 name,

@@ -54,7 +54,8 @@ def server_settings(statement_timeout: float | None = None) -> dict[str, str]:
         "application_name": APPLICATION_NAME,
         # When a call's deadline passes, its connection is discarded mid-query; asyncpg's cancel
         # request can lose that race, and a backend waiting on a lock would wait on. This makes
-        # PostgreSQL (14+) notice the closed socket within half a second and abort the query.
+        # PostgreSQL (14+; we require 15+) notice the closed socket within half a second and
+        # abort the query.
         "client_connection_check_interval": "500",
     }
     if statement_timeout is not None:

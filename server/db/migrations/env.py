@@ -14,7 +14,13 @@ config = context.config
 target_metadata = Base.metadata
 
 
+MINIMUM_SERVER_VERSION = 150000  # NULLS NOT DISTINCT (migration 0002) needs PostgreSQL 15
+
+
 def _run(connection: Connection) -> None:
+    version = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
+    if version < MINIMUM_SERVER_VERSION:
+        raise RuntimeError(f"PostgreSQL 15 or newer is required; this server is {version}")
     # One transaction per migration: a migration that must release its locks early (see
     # server.db.ddl) commits only its own work, never that of the migrations before it.
     context.configure(
