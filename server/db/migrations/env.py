@@ -19,6 +19,8 @@ MINIMUM_SERVER_VERSION = 150000  # NULLS NOT DISTINCT (migration 0002) needs Pos
 
 def _run(connection: Connection) -> None:
     version = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
+    # End the transaction that query began: each migration must run in one of its own.
+    connection.commit()
     if version < MINIMUM_SERVER_VERSION:
         raise RuntimeError(f"PostgreSQL 15 or newer is required; this server is {version}")
     # One transaction per migration: a migration that must release its locks early (see
