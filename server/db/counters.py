@@ -79,6 +79,15 @@ def _drop_zeros(counters: str) -> Compiled:
 _DROP_ZEROS = (_drop_zeros("chat_session_counts"), _drop_zeros("chat_session_message_counts"))
 
 
+# Readers scan the delta tables whole, so their size must follow what is left unfolded, not the
+# most that ever was: a VACUUM right after each fold makes the folded rows' room reusable at
+# once (autovacuum looks at a database about once a minute). The tables never truncate
+# (vacuum_truncate off, migration 0004): that would take a lock writers wait for.
+_VACUUM_DELTAS = Compiled(
+    "VACUUM (SKIP_LOCKED) chat_session_count_deltas, chat_message_count_deltas", (), {}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class FoldResult:
     """What one `fold` did: whether it held the lock, and how many deltas it folded."""
@@ -104,6 +113,7 @@ async def fold(database: Database, *, batch: int = FOLD_BATCH) -> FoldResult:
     if folded["sessions"] or folded["messages"]:
         for statement in _DROP_ZEROS:
             await database.fetch(statement, {"lock_key": FOLD_LOCK_KEY})
+        await database.fetch(_VACUUM_DELTAS, {})
     return FoldResult(True, folded["sessions"], folded["messages"])
 
 

@@ -140,8 +140,13 @@ _OLD_FUNCTIONS = (
     "chat_session_message_counts_apply",
 )
 # No index and no key: appending never waits for another writer and costs the least. Readers
-# read them whole; the folder keeps them to about a second's worth of changes.
-_VACUUM_OFTEN = {"autovacuum_vacuum_scale_factor": 0, "autovacuum_vacuum_threshold": 1000}
+# read them whole; the folder keeps them to about a second's worth of changes and vacuums them
+# after each fold. Never truncated: truncating takes a lock writers would wait for.
+_VACUUM_OFTEN = {
+    "autovacuum_vacuum_scale_factor": 0,
+    "autovacuum_vacuum_threshold": 1000,
+    "vacuum_truncate": "false",
+}
 
 
 def upgrade() -> None:
