@@ -100,13 +100,12 @@ class FoldResult:
 async def fold(database: Database, *, batch: int = FOLD_BATCH) -> FoldResult:
     """Fold every delta committed so far into the counters, `batch` rows per statement, unless
     another instance is folding right now."""
-    folded = {}
+    folded = {"sessions": 0, "messages": 0}
     for name, statement in (("sessions", _FOLD_SESSIONS), ("messages", _FOLD_MESSAGES)):
-        folded[name] = 0
         while True:
             row = (await database.fetch(statement, {"lock_key": FOLD_LOCK_KEY, "batch": batch}))[0]
             if not row["held"]:
-                return FoldResult(False, folded.get("sessions", 0), folded["messages"])
+                return FoldResult(False, folded["sessions"], folded["messages"])
             folded[name] += row["folded"]
             if row["folded"] < batch:
                 break

@@ -131,14 +131,21 @@ class ChatMessage(Base):
 # The triggers (migration 0004) never write it: they append to session_count_deltas, and the
 # folder (server.db.counters) moves committed deltas here. A count is counters + deltas, read in
 # one statement. Plain tables (no ORM class): nothing maps rows of them.
+def _bucket_columns() -> tuple[Column[Any], ...]:
+    """A session-count bucket and its count: the columns of the counters and their deltas."""
+    return (
+        Column("tenant_id", String(128), nullable=False),
+        Column("day", Date, nullable=False),
+        Column("status", Text, nullable=False),
+        Column("channel_type", String(255)),
+        Column("n", BigInteger, nullable=False),
+    )
+
+
 session_counts_table = Table(
     "chat_session_counts",
     Base.metadata,
-    Column("tenant_id", String(128), nullable=False),
-    Column("day", Date, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("channel_type", String(255)),
-    Column("n", BigInteger, nullable=False),
+    *_bucket_columns(),
     Index(
         "uq_chat_session_counts_bucket",
         "tenant_id",
@@ -154,15 +161,7 @@ session_counts_table = Table(
 # Changes to session_counts not folded yet, appended by the writers' triggers. No key and no
 # index: an insert never waits for another writer and costs the least; the folder keeps the
 # table small enough to read whole.
-session_count_deltas_table = Table(
-    "chat_session_count_deltas",
-    Base.metadata,
-    Column("tenant_id", String(128), nullable=False),
-    Column("day", Date, nullable=False),
-    Column("status", Text, nullable=False),
-    Column("channel_type", String(255)),
-    Column("n", BigInteger, nullable=False),
-)
+session_count_deltas_table = Table("chat_session_count_deltas", Base.metadata, *_bucket_columns())
 
 
 # Messages per session, folded the same way from message_count_deltas: listing or inspecting a
