@@ -197,8 +197,8 @@ _TENANT = bindparam("tenant_id", type_=_s.tenant_id.type)
 _SESSION = bindparam("session_id", type_=_s.session_id.type)
 _TIME = _s.created_at.type
 
-# The tenant's unfolded message deltas per session, for a page of sessions: the deltas table has
-# no index (writers append to it at the least cost), so a page reads it once, not once per row.
+# The tenant's unfolded message deltas per session, for a page of sessions: one index range for
+# the page rather than one probe per row.
 _PENDING_MESSAGES = (
     select(_dn.session_id, func.sum(_dn.n).label("n"))
     .where(_dn.tenant_id == _TENANT)

@@ -79,9 +79,8 @@ def _drop_zeros(counters: str) -> Compiled:
 _DROP_ZEROS = (_drop_zeros("chat_session_counts"), _drop_zeros("chat_session_message_counts"))
 
 
-# Readers scan the delta tables whole, so their size must follow what is left unfolded, not the
-# most that ever was: a VACUUM right after each fold makes the folded rows' room reusable at
-# once (autovacuum looks at a database about once a minute). The tables never truncate
+# A VACUUM right after each fold makes the folded rows' room reusable at once and clears their
+# index entries (autovacuum looks at a database about once a minute). The tables never truncate
 # (vacuum_truncate off, migration 0004): that would take a lock writers wait for.
 _VACUUM_DELTAS = Compiled(
     "VACUUM (SKIP_LOCKED) chat_session_count_deltas, chat_message_count_deltas", (), {}

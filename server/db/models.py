@@ -186,6 +186,7 @@ message_count_deltas_table = Table(
     Column("tenant_id", String(128), nullable=False),
     Column("session_id", String(255), nullable=False),
     Column("n", BigInteger, nullable=False),
+    Index("ix_chat_message_count_deltas_session", "tenant_id", "session_id"),
 )
 
 

@@ -4,7 +4,7 @@ Before: every new session of a tenant, day, status and channel upserted the *sam
 which stayed locked until the writer committed, so other services' inserts serialized per
 tenant and one open writer transaction blocked every other writer of that bucket (and our own
 status updates). Now row-level triggers only INSERT one or two delta rows into tables without
-any index, so no writer ever waits on another and an insert costs as little as it can;
+any key, so no writer ever waits on another;
 `server.db.counters.fold` moves committed deltas into the counters in the background, and reads
 add the not-yet-folded deltas to the counters in the same statement, so totals stay exact and in
 the page's snapshot. Row-level rather than statement-level: writers insert a row or two per
@@ -139,14 +139,23 @@ _OLD_FUNCTIONS = (
     "chat_session_counts_apply_update",
     "chat_session_message_counts_apply",
 )
-# No index and no key: appending never waits for another writer and costs the least. Readers
-# read them whole; the folder keeps them to about a second's worth of changes and vacuums them
-# after each fold. Never truncated: truncating takes a lock writers would wait for.
+# No key: appending never waits for another writer. One index each, for the readers: a burst of
+# deltas (a bulk delete) leaves a table physically large after its fold, and a read must cost
+# what the tenant has unfolded, not what the table once held. Never truncated: truncating takes
+# a lock writers would wait for; the folder vacuums them after each fold.
 _VACUUM_OFTEN = {
     "autovacuum_vacuum_scale_factor": 0,
     "autovacuum_vacuum_threshold": 1000,
     "vacuum_truncate": "false",
 }
+_DELTA_INDEXES = (
+    ("ix_chat_session_count_deltas_tenant", "chat_session_count_deltas", ["tenant_id", "day"]),
+    (
+        "ix_chat_message_count_deltas_session",
+        "chat_message_count_deltas",
+        ["tenant_id", "session_id"],
+    ),
+)
 
 
 def upgrade() -> None:
@@ -166,6 +175,8 @@ def upgrade() -> None:
         sa.Column("n", sa.BigInteger, nullable=False),
         postgresql_with=_VACUUM_OFTEN,
     )
+    for name, table, columns in _DELTA_INDEXES:
+        op.create_index(name, table, columns)
     _create_functions(current_schema(op.get_bind()))
     for table, old, deltas, _columns, key in _TABLES:
         # One short transaction per table: its old triggers go and the new ones come together.
