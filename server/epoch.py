@@ -1,4 +1,5 @@
-"""Times as whole microseconds since the Unix epoch: PostgreSQL's precision, exact both ways."""
+"""Times as whole microseconds: since the Unix epoch for what is shown, and as PostgreSQL's own
+sort key (since 2000-01-01, infinities included) for what is stored."""
 
 from __future__ import annotations
 
@@ -11,11 +12,6 @@ _MICROSECOND = timedelta(microseconds=1)
 def to_micros(moment: datetime) -> int:
     """Microseconds since the epoch of a timezone-aware `moment`."""
     return (moment - _EPOCH) // _MICROSECOND
-
-
-def from_micros(micros: int) -> datetime:
-    """The UTC datetime `micros` microseconds after the epoch (OverflowError past year 9999)."""
-    return _EPOCH + timedelta(microseconds=micros)
 
 
 # A stored time's sort key as PostgreSQL itself holds a timestamptz: microseconds since

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -612,25 +613,29 @@ async def test_paging_by_token_visits_rows_stored_at_odd_times_once_each_in_orde
                 {"t": tenant},
             )
         ]
-    seen: list[str] = []
-    request = pb.ListSessionsRequest(page_size=page_size)
-    for _ in range(len(sessions) + 1):
-        reply = await stub.ListSessions(request, metadata=tenant_metadata(tenant))
-        seen += [session.session_id for session in reply.sessions]
-        if not reply.next_page_token:
-            break
-        request.page_token = reply.next_page_token
-    assert seen == newest_first
+    metadata = tenant_metadata(tenant)
+    listed_pages = await _pages(
+        lambda request: stub.ListSessions(request, metadata=metadata),
+        pb.ListSessionsRequest(page_size=page_size),
+    )
+    assert [s.session_id for page in listed_pages for s in page.sessions] == newest_first
+    detail_pages = await _pages(
+        lambda request: stub.GetSessionDetail(request, metadata=metadata),
+        pb.GetSessionDetailRequest(session_id=sessions[0], page_size=page_size),
+    )
+    assert [m.id for page in detail_pages for m in page.messages] == oldest_first
 
-    messages: list[int] = []
-    detail_request = pb.GetSessionDetailRequest(session_id=sessions[0], page_size=page_size)
-    for _ in range(len(sessions) + 1):
-        page = await stub.GetSessionDetail(detail_request, metadata=tenant_metadata(tenant))
-        messages += [message.id for message in page.messages]
+
+async def _pages(call: Callable[[Any], Awaitable[Any]], request: Any) -> list[Any]:
+    """Every page of a paged call, following next_page_token (bounded, so a loop fails)."""
+    pages = []
+    for _ in range(100):
+        page = await call(request)
+        pages.append(page)
         if not page.next_page_token:
-            break
-        detail_request.page_token = page.next_page_token
-    assert messages == oldest_first
+            return pages
+        request.page_token = page.next_page_token
+    raise AssertionError("paging did not end")
 
 
 async def test_a_message_past_the_receive_limit_is_cut_to_fit_and_paging_moves_past_it(

@@ -11,13 +11,20 @@ from hypothesis import strategies as st
 from server.epoch import (
     INFINITY_KEY,
     MINUS_INFINITY_KEY,
-    from_micros,
     key_of,
     shown_micros,
     to_micros,
 )
 
 YEAR_ONE = datetime(1, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_micros(micros: int) -> datetime:
+    """The inverse of to_micros, for checking it."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
 LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
 
