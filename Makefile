@@ -43,6 +43,7 @@ check-generated: $(STAMP) ## Fail if generated/ differs from what `make generate
 		|| { echo "generated/ is stale: run 'make generate' and commit" >&2; exit 1; }
 
 run: $(GEN_STAMP) ## Serve on 127.0.0.1:50051 (embedded PostgreSQL with demo data unless DATABASE_URL is set)
+	$(BIN)/python -m server.tools seed-demo
 	$(BIN)/python -m server serve
 
 migrate: $(GEN_STAMP) ## Apply database migrations to DATABASE_URL (or the embedded PostgreSQL)
@@ -59,10 +60,10 @@ lint: check-generated ## ruff, mypy, buf lint and the generated-code freshness c
 
 bench: $(GEN_STAMP) ## Benchmark every RPC against the raw-SQL and bare-gRPC limits (writes BENCHMARKS.md)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python -m server.bench
+	$(BIN)/python -m server.tools.bench
 
 clean: ## Remove the virtualenv and local database data
 	rm -rf $(VENV) .data
 
 soak: $(GEN_STAMP) ## Mixed load for SOAK_SECONDS (default 300) on loopback; reports codes, latency, memory
-	$(BIN)/python -m server.bench.soak
+	$(BIN)/python -m server.tools.bench.soak

@@ -19,13 +19,13 @@ from grpc_reflection.v1alpha import reflection
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server.auth import CallerPolicy
 from server.config import Settings
-from server.db import counters
-from server.db.statements import Database
-from server.interceptors import ServiceInterceptor
+from server.data import counters
+from server.data.statements import Database
 from server.observability import Metrics
-from server.service import SessionMonitoringService
+from server.transport.auth import CallerPolicy
+from server.transport.interceptors import ServiceInterceptor
+from server.transport.servicer import SessionMonitoringService
 
 logger = logging.getLogger(__name__)
 

@@ -39,11 +39,6 @@ class Settings(BaseSettings):
         alias="SESSIONMONITORING_DATA_DIR",
         description="folder for the embedded PostgreSQL's data (used when DATABASE_URL is unset)",
     )
-    demo_data: bool = Field(
-        True,
-        alias="SESSIONMONITORING_DEMO_DATA",
-        description="load the demo tenant into an empty embedded database",
-    )
     db_pool_size: int = Field(
         10, ge=1, le=1000, alias="DB_POOL_SIZE", description="database connections per process"
     )

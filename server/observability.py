@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
-    from server.db.statements import Database
+    from server.data.statements import Database
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
 # Same alphabet as tenant ids: safe to log and to echo back verbatim.

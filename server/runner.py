@@ -12,16 +12,13 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from server import app
-from server.auth import CallerPolicy, PolicyError, load_policy
 from server.config import Settings
-from server.datagen import DatasetSpec, generate
-from server.db import counters
-from server.db.embedded import start_embedded_postgres
-from server.db.engine import create_engine
-from server.db.migrate import upgrade_to_head
-from server.db.statements import Database
-from server.demo import DEMO_TENANT, load_demo_data
+from server.data import counters
+from server.data.embedded import start_embedded_postgres
+from server.data.migrate import upgrade_to_head
+from server.data.statements import Database
 from server.observability import configure_logging
+from server.transport.auth import CallerPolicy, PolicyError, load_policy
 
 T = TypeVar("T")
 
@@ -30,7 +27,7 @@ EXIT_USAGE = 2
 logger = logging.getLogger(__name__)
 
 
-def _database_url(settings: Settings) -> tuple[str, bool]:
+def database_url(settings: Settings) -> tuple[str, bool]:
     """The database to use and whether it is the embedded one."""
     if settings.database_url is not None:
         return settings.database_url.get_secret_value(), False
@@ -40,39 +37,9 @@ def _database_url(settings: Settings) -> tuple[str, bool]:
 
 def migrate(settings: Settings) -> int:
     """`python -m server migrate`: bring the schema to the newest migration."""
-    url, _ = _database_url(settings)
+    url, _ = database_url(settings)
     upgrade_to_head(url)
     logger.info("database schema is up to date")
-    return 0
-
-
-async def _load_demo(url: str) -> None:
-    engine = create_engine(url, pool_size=1, pool_timeout=5, connect_timeout=5)
-    try:
-        async with engine.begin() as conn:
-            if await load_demo_data(conn):
-                logger.info("loaded demo data: try tenant %r", DEMO_TENANT)
-    finally:
-        await engine.dispose()
-
-
-def generate_data(settings: Settings, spec: DatasetSpec) -> int:
-    """`python -m server generate-data`: migrate, then load the benchmark dataset (progress and
-    the summary go to stderr)."""
-    url, _ = _database_url(settings)
-    upgrade_to_head(url)
-
-    def report(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
-    summary = asyncio.run(generate(url, spec, progress=report))
-    skipped = sum(1 for tenant in summary.tenants if tenant.skipped)
-    rate = summary.messages / max(summary.seconds, 1e-9)
-    report(
-        f"generated {summary.sessions:,} sessions and {summary.messages:,} messages in "
-        f"{len(summary.tenants) - skipped} tenants ({skipped} skipped) in {summary.seconds:.1f}s "
-        f"({rate:,.0f} messages/s)"
-    )
     return 0
 
 
@@ -82,7 +49,7 @@ _DRIFT_LINES = 100  # a whole bypassed bulk load would otherwise print a line pe
 def check_counts(settings: Settings, *, tenant_id: str | None, repair: bool) -> int:
     """`python -m server check-counts`: report every counter that differs from a recount, one
     line each on stdout, and with `repair` correct them; 1 when drift was found unrepaired."""
-    url, _ = _database_url(settings)
+    url, _ = database_url(settings)
 
     async def run() -> counters.Drift:
         database = Database(url, pool_size=1, pool_timeout=5, connect_timeout=5)
@@ -115,8 +82,9 @@ def check_counts(settings: Settings, *, tenant_id: str | None, repair: bool) -> 
 
 def serve(settings: Settings) -> int:
     """`python -m server [serve]`: serve until SIGTERM/SIGINT. The embedded database is migrated
-    and seeded first; a given DATABASE_URL is used as is (run `migrate` for it). With
-    `--workers N`, N processes share the port, each with its own pool."""
+    first (`python -m server.tools seed-demo` loads demo data into it); a given DATABASE_URL is
+    used as is (run `migrate` for it). With `--workers N`, N processes share the port, each with
+    its own pool."""
     try:
         policy = load_policy(settings.caller_policy_file) if settings.caller_policy_file else None
     except PolicyError as error:
@@ -125,11 +93,9 @@ def serve(settings: Settings) -> int:
     if settings.workers > 1 and settings.address.endswith(":0"):
         print("--workers needs a fixed port: the workers must share one", file=sys.stderr)
         return EXIT_USAGE
-    url, embedded = _database_url(settings)
+    url, embedded = database_url(settings)
     if embedded:
         upgrade_to_head(url)
-        if settings.demo_data:
-            asyncio.run(_load_demo(url))
     read_url = settings.database_read_url.get_secret_value() if settings.database_read_url else None
     if policy is not None:
         logger.info("caller policy on: %s", settings.caller_policy_file)

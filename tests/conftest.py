@@ -20,9 +20,9 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server.db.embedded import start_embedded_postgres
-from server.db.engine import create_engine
-from server.db.migrate import upgrade_to_head
+from server.data.embedded import start_embedded_postgres
+from server.data.engine import create_engine
+from server.data.migrate import upgrade_to_head
 from tests.factories import Factory
 from tests.helpers import StatementLog, is_tenant_scoped, serving
 

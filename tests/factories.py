@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db.models import messages_table, sessions_table
+from server.data.schema import messages_table, sessions_table
 
 BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -13,9 +13,9 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from server.app import App, create_app
-from server.auth import CallerPolicy
 from server.config import load_settings
 from server.observability import Metrics
+from server.transport.auth import CallerPolicy
 
 _DETAILS_KEY = "grpc-status-details-bin"
 

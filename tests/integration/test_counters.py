@@ -19,10 +19,10 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db import counters
-from server.db.engine import asyncpg_dsn
-from server.db.migrate import upgrade_to_head
-from server.db.statements import Database
+from server.data import counters
+from server.data.engine import asyncpg_dsn
+from server.data.migrate import upgrade_to_head
+from server.data.statements import Database
 from tests.factories import BASE_TIME, Factory, tenant_metadata
 
 INSERT_SESSION = (

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import asyncpg
 
-from server.db import counters
-from server.db.engine import asyncpg_dsn
-from server.db.migrate import upgrade_to_head
+from server.data import counters
+from server.data.engine import asyncpg_dsn
+from server.data.migrate import upgrade_to_head
 from tests.factories import BASE_TIME
 from tests.integration.test_counters import assert_exact, opened
 

@@ -18,8 +18,8 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.datagen import DatasetSpec, DatasetSummary, generate
-from server.status import parse_end_time
+from server.domain.status import parse_end_time
+from server.tools.datagen import DatasetSpec, DatasetSummary, generate
 from tests.conftest import REPO_ROOT
 from tests.factories import tenant_metadata
 
@@ -359,7 +359,7 @@ async def test_command_line_generates_the_requested_sizes_and_then_skips(
     prefix = f"dg-{uuid.uuid4().hex[:10]}"
     arguments = [
         "-m",
-        "server",
+        "server.tools",
         "generate-data",
         "--sessions=7",
         "--messages-per-session=2",

@@ -16,8 +16,9 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import errors, service
-from server.db.engine import APPLICATION_NAME
+from server.data.engine import APPLICATION_NAME
+from server.transport import errors
+from server.transport import servicer as service
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
 

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server import cursor, errors
-from server.db.engine import create_engine
-from server.tenancy import TENANT_ID_PATTERN
-from server.validation import SessionFilters
+from server.data.engine import create_engine
+from server.transport import errors, page_tokens
+from server.transport.tenancy import TENANT_ID_PATTERN
+from server.transport.validation import SessionFilters
 from tests.factories import BASE_TIME, Factory
 from tests.helpers import StatementLog, failure, is_tenant_scoped, serving
 
@@ -264,7 +264,7 @@ printable_ascii = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoi
 valid_tenants = st.from_regex(TENANT_ID_PATTERN, fullmatch=True)
 
 
-def page_tokens(real: Sequence[str]) -> st.SearchStrategy[str]:
+def token_strategy(real: Sequence[str]) -> st.SearchStrategy[str]:
     """Empty, genuine (maybe another tenant's), mangled, random and oversized tokens."""
     mangled = st.builds(
         lambda token, position, char: (
@@ -401,7 +401,7 @@ def test_list_sessions_answers_any_request_with_a_client_error_or_the_callers_ow
         status=cast(pb.SessionStatus, data.draw(enum_numbers, label="status")),
         page=data.draw(int32s, label="page"),
         page_size=data.draw(int32s, label="page_size"),
-        page_token=data.draw(page_tokens(hostile_server.tokens["sessions"]), label="page_token"),
+        page_token=data.draw(token_strategy(hostile_server.tokens["sessions"]), label="page_token"),
     )
     for name in ("start_time", "end_time"):
         if data.draw(st.booleans(), label=f"has {name}"):
@@ -428,7 +428,7 @@ def test_session_detail_answers_any_request_with_a_client_error_or_the_callers_o
     request = pb.GetSessionDetailRequest(
         session_id=data.draw(any_text, label="session_id"),
         page_size=data.draw(int32s, label="page_size"),
-        page_token=data.draw(page_tokens(hostile_server.tokens["messages"]), label="page_token"),
+        page_token=data.draw(token_strategy(hostile_server.tokens["messages"]), label="page_token"),
     )
 
     outcome = call(sync_stub.GetSessionDetail, request, caller.metadata)
@@ -467,7 +467,7 @@ def test_status_update_answers_any_request_with_a_client_error_or_the_callers_ow
 
 
 YEAR_ONE_MICROS = -62_135_596_800_000_000
-# Mirrors cursor.py's header (version, kind, fingerprint, created_at µs, page) to forge tokens.
+# Mirrors page_tokens.py's header (version, kind, fingerprint, created_at µs, page) to forge tokens.
 TOKEN_HEADER = struct.Struct(">BB8sqI")
 forged_keys = st.one_of(
     odd_text,
@@ -486,7 +486,7 @@ forged_pages = st.one_of(
 
 
 def forge(*, kind: int, fingerprint: bytes, micros: int, page: int, key: str) -> str:
-    """A token with the right fingerprint and kind, as someone who read cursor.py could build."""
+    """A token with the right fingerprint and kind, as a reader of page_tokens.py could build."""
     header = TOKEN_HEADER.pack(1, kind, fingerprint, micros, page)
     return base64.urlsafe_b64encode(header + key.encode()).rstrip(b"=").decode()
 
@@ -515,9 +515,9 @@ def test_a_forged_session_page_token_with_a_matching_fingerprint_is_served_or_re
 ) -> None:
     tenant = hostile_server.owners[owner]
     filters = SessionFilters(None, None, None, None)
-    fingerprint = cursor.fingerprint(tenant, filters, page_size or 20)
+    fingerprint = page_tokens.fingerprint(tenant, filters, page_size or 20)
     token = forge(
-        kind=cursor.KIND_SESSIONS, fingerprint=fingerprint, micros=micros, page=page, key=key
+        kind=page_tokens.KIND_SESSIONS, fingerprint=fingerprint, micros=micros, page=page, key=key
     )
     request = pb.ListSessionsRequest(page_size=page_size, page_token=token)
     caller = CallerMetadata([("x-tenant-id", tenant)], tenant)
@@ -551,9 +551,9 @@ def test_a_forged_message_page_token_with_a_matching_fingerprint_is_served_or_re
 ) -> None:
     tenant = hostile_server.owners[owner]
     session_id = SEEDED_IDS[0]
-    fingerprint = cursor.fingerprint(tenant, session_id, page_size or 100)
+    fingerprint = page_tokens.fingerprint(tenant, session_id, page_size or 100)
     token = forge(
-        kind=cursor.KIND_MESSAGES, fingerprint=fingerprint, micros=micros, page=page, key=key
+        kind=page_tokens.KIND_MESSAGES, fingerprint=fingerprint, micros=micros, page=page, key=key
     )
     request = pb.GetSessionDetailRequest(
         session_id=session_id, page_size=page_size, page_token=token

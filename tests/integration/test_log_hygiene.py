@@ -16,9 +16,9 @@ from google.rpc import status_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server import errors
-from server.auth import load_policy
 from server.observability import JsonFormatter
+from server.transport import errors
+from server.transport.auth import load_policy
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
 
@@ -235,7 +235,7 @@ async def test_an_unreachable_database_is_reported_without_internals_in_logs_or_
     assert failure(error).reason == errors.REASON_DATABASE_UNAVAILABLE
     assert_clean_error(error, (field, token, "127.0.0.1:1", "postgres@"))
     assert_absent((field, token, "postgres@"), rendered(caplog.records))
-    assert any(r.name == "server.interceptors" for r in caplog.records)
+    assert any(r.name == "server.transport.interceptors" for r in caplog.records)
 
 
 @pytest.mark.parametrize("outcome", ["OK", "NOT_FOUND"])

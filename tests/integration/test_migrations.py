@@ -16,10 +16,10 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db.ddl import revision_module
-from server.db.engine import asyncpg_dsn
-from server.db.migrate import downgrade_to, upgrade_to, upgrade_to_head
-from server.db.models import COUNTER_DAY_SQL, EFFECTIVE_STATUS_SQL
+from server.data.ddl import revision_module
+from server.data.engine import asyncpg_dsn
+from server.data.migrate import downgrade_to, upgrade_to, upgrade_to_head
+from server.data.schema import COUNTER_DAY_SQL, EFFECTIVE_STATUS_SQL
 from tests.factories import BASE_TIME
 from tests.integration.test_counters import assert_exact, opened
 

@@ -23,9 +23,9 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import errors
-from server.db.statements import Database
+from server.data.statements import Database
 from server.observability import Metrics
+from server.transport import errors
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
 

@@ -16,8 +16,8 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import errors
-from server.jsonvalue import MAX_DEPTH, TRUNCATED
+from server.transport import errors
+from server.transport.jsonvalue import MAX_DEPTH, TRUNCATED
 from tests.factories import BASE_TIME, Factory, dumps, tenant_metadata
 from tests.helpers import failure
 

@@ -16,11 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server import errors
 from server.app import SERVICE_NAME
-from server.db.embedded import start_embedded_postgres
-from server.db.engine import create_engine
-from server.db.migrate import upgrade_to_head
+from server.data.embedded import start_embedded_postgres
+from server.data.engine import create_engine
+from server.data.migrate import upgrade_to_head
+from server.transport import errors
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
 

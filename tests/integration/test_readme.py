@@ -13,9 +13,9 @@ import asyncpg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db.engine import asyncpg_dsn
-from server.db.migrate import upgrade_to_head
-from server.demo import insert_demo_data
+from server.data.engine import asyncpg_dsn
+from server.data.migrate import upgrade_to_head
+from server.tools.demo import insert_demo_data
 from tests.helpers import serving
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -22,10 +22,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server import errors
 from server.app import SERVICE_NAME, WRITES_HEALTH_NAME, App
-from server.db.embedded import start_embedded_postgres
-from server.db.migrate import upgrade_to_head
+from server.data.embedded import start_embedded_postgres
+from server.data.migrate import upgrade_to_head
+from server.transport import errors
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
 

@@ -21,9 +21,9 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
 from server.app import create_app
-from server.auth import CallerPolicy, load_policy
 from server.config import load_settings
-from server.errors import REASON_TENANT_NOT_ALLOWED, REASON_UNAUTHENTICATED
+from server.transport.auth import CallerPolicy, load_policy
+from server.transport.errors import REASON_TENANT_NOT_ALLOWED, REASON_UNAUTHENTICATED
 from tests.certs import SERVER_HOST, SERVER_IP, CertificateAuthority, KeyPair
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving

@@ -13,8 +13,8 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import errors
-from server.db.models import messages_table
+from server.data.schema import messages_table
+from server.transport import errors
 from tests.factories import BASE_TIME, Factory, dumps, tenant_metadata
 from tests.helpers import failure
 

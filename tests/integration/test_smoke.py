@@ -7,7 +7,7 @@ import pytest
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server import errors
+from server.transport import errors
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure
 

@@ -1,6 +1,6 @@
 """The read side of the status rules, evaluated by PostgreSQL itself: the expressions every
 query uses for a session's displayed status, its `endTime` text and whether a status update can
-merge into its metadata (server.db.models)."""
+merge into its metadata (server.data.schema)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db.models import ACCEPTS_STATUS_SQL, EFFECTIVE_STATUS_SQL, END_TIME_TEXT_SQL
+from server.data.schema import ACCEPTS_STATUS_SQL, EFFECTIVE_STATUS_SQL, END_TIME_TEXT_SQL
 
 SQL_NULL = object()
 

@@ -15,7 +15,7 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from server import errors
+from server.transport import errors
 from tests.factories import BASE_TIME, Factory, tenant_metadata
 from tests.helpers import RpcFailure, failure, serving
 

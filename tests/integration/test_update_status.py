@@ -15,8 +15,8 @@ from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server import errors
-from server.db.models import sessions_table
+from server.data.schema import sessions_table
+from server.transport import errors
 from tests.factories import Factory, dumps, tenant_metadata
 from tests.helpers import failure
 

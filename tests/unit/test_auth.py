@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from server.auth import Caller, CallerPolicy, PolicyError, load_policy
-from server.errors import REASON_UNAUTHENTICATED, UnauthenticatedError
+from server.transport.auth import Caller, CallerPolicy, PolicyError, load_policy
+from server.transport.errors import REASON_UNAUTHENTICATED, UnauthenticatedError
 
 TOKEN = "s3cr3t-" + secrets.token_hex(16)
 OTHER_TOKEN = "0ther-" + secrets.token_hex(16)

@@ -42,14 +42,14 @@ def test_help_shows_defaults_and_offers_a_negative_flag_for_booleans(
     text = _help_text(capsys)
     assert "default 127.0.0.1:50051]" in text
     assert "default 10]" in text
-    assert "--no-demo-data" in text
+    assert "--no-access-log" in text
 
 
 def test_flags_parse_into_settings_names() -> None:
-    args = build_parser().parse_args(["migrate", "--db-pool-size", "5", "--no-demo-data"])
+    args = build_parser().parse_args(["migrate", "--db-pool-size", "5", "--no-access-log"])
     assert args.command == "migrate"
     assert args.db_pool_size == "5"
-    assert args.demo_data is False
+    assert args.access_log is False
     assert args.address is None  # unset flags fall back to env and defaults
 
 

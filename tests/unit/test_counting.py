@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server import counting
+from server.domain import counting
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 moments = st.integers(min_value=0, max_value=5 * 24 * 3600 * 10**6).map(

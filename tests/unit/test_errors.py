@@ -7,8 +7,8 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2
 
-from server import errors
-from server.errors import FieldViolation
+from server.transport import errors
+from server.transport.errors import FieldViolation
 
 
 def _error_info(detail: any_pb2.Any) -> error_details_pb2.ErrorInfo:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from google.protobuf import json_format, struct_pb2
 
-from server.jsonvalue import MAX_DEPTH, TRUNCATED, fill_struct, fill_value
+from server.transport.jsonvalue import MAX_DEPTH, TRUNCATED, fill_struct, fill_value
 
 
 def to_value(data: Any) -> struct_pb2.Value:

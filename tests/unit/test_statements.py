@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import BindParameter, Integer, bindparam, func, select
 
-from server.db.models import sessions_table
-from server.db.statements import compile_statement
+from server.data.schema import sessions_table
+from server.data.statements import compile_statement
 
 _s = sessions_table.c
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server import status
+from server.domain import status
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,14 @@ import uuid
 
 import pytest
 
-from server import tenancy
-from server.errors import (
+from server.transport import tenancy
+from server.transport.errors import (
     REASON_INVALID_TENANT_ID,
     REASON_MISSING_TENANT_ID,
     InvalidTenantError,
     MissingTenantError,
 )
-from server.tenancy import TENANT_METADATA_KEY, tenant_from_metadata
+from server.transport.tenancy import TENANT_METADATA_KEY, tenant_from_metadata
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
-from server.trace import add_to_trace
+from server.transport.trace import add_to_trace
 
 Message = tuple[int, str | None, Any]  # id, role, metadata
 

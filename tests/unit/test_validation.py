@@ -12,10 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
-from server import cursor, status, validation
-from server.cursor import KIND_MESSAGES, KIND_SESSIONS, Cursor
-from server.epoch import key_of
-from server.errors import REASON_INVALID_ARGUMENT, FieldViolation, InvalidArgumentError
+from server.domain import status
+from server.domain.time_keys import key_of
+from server.transport import page_tokens, validation
+from server.transport.errors import REASON_INVALID_ARGUMENT, FieldViolation, InvalidArgumentError
+from server.transport.page_tokens import KIND_MESSAGES, KIND_SESSIONS, Cursor
 
 TENANT = "tenant-a"
 LAST_ROW_TIME = key_of(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
@@ -52,14 +53,14 @@ def _sessions_token(
 ) -> str:
     """A token as the server would issue it after answering `request` for `tenant_id`."""
     query = validation.list_sessions_query(request, tenant_id=tenant_id)
-    return cursor.encode(
+    return page_tokens.encode(
         Cursor(LAST_ROW_TIME, "s-9", page), kind=KIND_SESSIONS, query_fingerprint=query.fingerprint
     )
 
 
 def _messages_token(request: pb.GetSessionDetailRequest, *, key: str = "41") -> str:
     query = validation.session_detail_query(request, tenant_id=TENANT)
-    return cursor.encode(
+    return page_tokens.encode(
         Cursor(LAST_ROW_TIME, key, 2), kind=KIND_MESSAGES, query_fingerprint=query.fingerprint
     )
 

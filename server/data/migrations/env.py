@@ -1,0 +1,50 @@
+"""Alembic environment: runs migrations over an async engine built from the configured URL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from server.data.schema import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+MINIMUM_SERVER_VERSION = 150000  # NULLS NOT DISTINCT (migration 0002) needs PostgreSQL 15
+
+
+def _run(connection: Connection) -> None:
+    version = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
+    # End the transaction that query began: each migration must run in one of its own.
+    connection.commit()
+    if version < MINIMUM_SERVER_VERSION:
+        raise RuntimeError(f"PostgreSQL 15 or newer is required; this server is {version}")
+    # One transaction per migration: a migration that must release its locks early (see
+    # server.data.ddl) commits only its own work, never that of the migrations before it.
+    context.configure(
+        connection=connection, target_metadata=target_metadata, transaction_per_migration=True
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_online() -> None:
+    engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "")
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(_run)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+else:
+    asyncio.run(_run_online())
