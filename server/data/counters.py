@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import text
+from sqlalchemy import column, text
 
-from server.data.schema import COUNTER_DAY_SQL, EFFECTIVE_STATUS_SQL
 from server.data.statements import Compiled, Database, compile_statement
+from server.data.status_sql import counter_day, displayed_status, render
 
 # pg_try_advisory_xact_lock key shared by every instance's folder ("smcounts" in ASCII).
 FOLD_LOCK_KEY = 0x736D636F756E7473
@@ -141,8 +141,8 @@ _TENANT_FILTER = "(CAST(:tenant_id AS text) IS NULL OR tenant_id = CAST(:tenant_
 # Rows count +1 in their bucket, counters and deltas -1 per unit: what is left is the drift.
 _SESSION_DRIFT = f"""
     SELECT tenant_id, day, status, channel_type, CAST(sum(n) AS BIGINT) AS drift FROM (
-      SELECT tenant_id, {COUNTER_DAY_SQL} AS day,
-             {EFFECTIVE_STATUS_SQL} AS status, channel_type, count(*) AS n
+      SELECT tenant_id, {render(counter_day(column("created_at")))} AS day,
+             {render(displayed_status(column("metadata")))} AS status, channel_type, count(*) AS n
         FROM chat_sessions WHERE {_TENANT_FILTER} GROUP BY 1, 2, 3, 4
       UNION ALL
       SELECT tenant_id, day, status, channel_type, -n FROM chat_session_counts

@@ -28,19 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# The status a session displays: stored metadata `status`, or `active` when there is none. The
-# list filter and its index must use this exact expression for the index to apply.
-EFFECTIVE_STATUS_SQL = "COALESCE(metadata ->> 'status', 'active')"
-# The UTC day a session counts under in the per-day counters (with its effective status and
-# channel); server.domain.counting plans whole days of the same calendar.
-COUNTER_DAY_SQL = "(created_at AT TIME ZONE 'UTC')::date"
-# The stored `endTime` when it is a JSON string (anything else is no end time).
-END_TIME_TEXT_SQL = (
-    "CASE WHEN jsonb_typeof(metadata -> 'endTime') = 'string' THEN metadata ->> 'endTime' END"
-)
-# Whether a status can be merged into the metadata without overwriting it: an object, or null
-# (SQL or JSON), which counts as {}.
-ACCEPTS_STATUS_SQL = "(metadata IS NULL OR jsonb_typeof(metadata) IN ('object', 'null'))"
+from server.data.status_sql import displayed_status
 
 
 class Base(DeclarativeBase):
@@ -70,31 +58,6 @@ class ChatSession(Base):
     )
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
-    )
-
-    __table_args__ = (
-        # Newest-first listing with a unique tie-break (keyset pagination).
-        Index(
-            "ix_chat_sessions_tenant_created",
-            "tenant_id",
-            text("created_at DESC"),
-            text("session_id DESC"),
-        ),
-        # The status filter, on the same expression the queries use (unset = active).
-        Index(
-            "ix_chat_sessions_tenant_status_created",
-            "tenant_id",
-            text(f"({EFFECTIVE_STATUS_SQL})"),
-            text("created_at DESC"),
-            text("session_id DESC"),
-        ),
-        Index(
-            "ix_chat_sessions_tenant_channel_created",
-            "tenant_id",
-            "channel_type",
-            text("created_at DESC"),
-            text("session_id DESC"),
-        ),
     )
 
 
@@ -158,10 +121,14 @@ session_counts_table = Table(
     Index("ix_chat_session_counts_zero", "tenant_id", "day", postgresql_where=text("n = 0")),
 )
 
-# Changes to session_counts not folded yet, appended by the writers' triggers. No key and no
-# index: an insert never waits for another writer and costs the least; the folder keeps the
-# table small enough to read whole.
-session_count_deltas_table = Table("chat_session_count_deltas", Base.metadata, *_bucket_columns())
+# Changes to session_counts not folded yet, appended by the writers' triggers. No key: an
+# insert never waits for another writer. One index, for the readers (migration 0004 says why).
+session_count_deltas_table = Table(
+    "chat_session_count_deltas",
+    Base.metadata,
+    *_bucket_columns(),
+    Index("ix_chat_session_count_deltas_tenant", "tenant_id", "day"),
+)
 
 
 # Messages per session, folded the same way from message_count_deltas: listing or inspecting a
@@ -191,4 +158,20 @@ message_count_deltas_table = Table(
 
 
 sessions_table = cast(Table, ChatSession.__table__)
+_newest_first = (sessions_table.c.created_at.desc(), sessions_table.c.session_id.desc())
+# Newest-first listing with a unique tie-break (keyset pagination).
+Index("ix_chat_sessions_tenant_created", sessions_table.c.tenant_id, *_newest_first)
+# The status filter, on the very expression the queries use (unset = active).
+Index(
+    "ix_chat_sessions_tenant_status_created",
+    sessions_table.c.tenant_id,
+    displayed_status(sessions_table.c.metadata),
+    *_newest_first,
+)
+Index(
+    "ix_chat_sessions_tenant_channel_created",
+    sessions_table.c.tenant_id,
+    sessions_table.c.channel_type,
+    *_newest_first,
+)
 messages_table = cast(Table, ChatMessage.__table__)

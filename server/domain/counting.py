@@ -2,7 +2,7 @@
 
 The created-time range of a query is cut into whole UTC days, answered from the per-day counters
 (`chat_session_counts`), and at most two partial-day edges, counted row by row through the
-index. The statement built from the plan (`repository.list_page`) walks those parts newest
+index. The statement built from the plan (`server.data.session_list`) walks those parts newest
 first, so "skip N rows" becomes "start below this day's end, skip fewer than one day's rows".
 Pure: no I/O.
 """

@@ -1,10 +1,16 @@
-"""Status rules: the stored status vocabulary, and reading and writing `endTime` text.
+"""The status rules, defined once: where a session keeps its status, the words it may hold,
+and what a change of status does to its metadata.
 
-The rules themselves run in SQL: the write side (stamp `endTime` once, clear it on
-reactivation) inside the single UPDATE statement in `repository`, so it is atomic, and the read
-side (the displayed status, the `endTime` string, whether a status can be merged) as the
-expressions in `server.data.schema`, so a listed status is exactly what the status filter, its
-index and the counters use.
+A session's status lives in its JSON `metadata`, written by other services too:
+- displayed status: `metadata.status` when the metadata is an object holding one, shown as
+  its JSON text; otherwise DEFAULT_STATUS;
+- `endTime`: stamped (ISO-8601, UTC, `Z`) when a session becomes closed or expired from any
+  other status, kept when it moves between closed and expired, removed when it becomes active;
+- a status can be merged into metadata that is an object or null; anything else is left alone.
+
+The database applies these rules in SQL (server.data.status_sql builds every expression from
+the names here), so a listed status is exactly what the status filter, its index and the
+counters use, and an update is one atomic statement. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -12,11 +18,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
+STATUS_KEY: Final = "status"
+END_TIME_KEY: Final = "endTime"
+
 ACTIVE: Final = "active"
 CLOSED: Final = "closed"
 EXPIRED: Final = "expired"
 STORED_STATUSES: Final = (ACTIVE, CLOSED, EXPIRED)
 TERMINAL_STATUSES: Final = (CLOSED, EXPIRED)
+DEFAULT_STATUS: Final = ACTIVE  # what a session without a stored status shows
+# The `endTime` text this service writes (server.data.status_sql writes the same in SQL).
+END_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 _FIRST = datetime.min.replace(tzinfo=UTC)
@@ -44,4 +56,4 @@ def parse_end_time(text: str) -> datetime | None:
 
 def format_end_time(moment: datetime) -> str:
     """The `endTime` text this service writes: ISO-8601 in UTC with a `Z` suffix."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime(END_TIME_FORMAT)

@@ -10,38 +10,30 @@ from __future__ import annotations
 from google.protobuf import timestamp_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
-from server.data.repository import MessageRow, SessionRow
+from server.data.rows import MessageRow, SessionRow
 from server.domain import status
-from server.domain.time_keys import shown_micros, to_micros
+from server.domain.time_keys import shown_micros
 
-_STORED_TO_STATUS = {
+# The one mapping between stored status words and the API's enum, both ways.
+STORED_TO_STATUS: dict[str, int] = {
     status.ACTIVE: pb.SESSION_STATUS_ACTIVE,
     status.CLOSED: pb.SESSION_STATUS_CLOSED,
     status.EXPIRED: pb.SESSION_STATUS_EXPIRED,
 }
-
-
-def set_timestamp(target: timestamp_pb2.Timestamp, micros: int) -> None:
-    """Set `target` to `micros` microseconds since the epoch."""
-    # Integer arithmetic: exact, and several times faster than FromDatetime.
-    seconds, rest = divmod(micros, 1_000_000)
-    target.seconds = seconds
-    target.nanos = rest * 1000
+STATUS_TO_STORED: dict[int, str] = {value: word for word, value in STORED_TO_STATUS.items()}
 
 
 def set_stored_time(target: timestamp_pb2.Timestamp, key: int) -> None:
     """Set `target` to the stored time whose sort key is `key` (clamped to the Timestamp
     range: 'infinity' shows as its last moment)."""
-    seconds, rest = divmod(shown_micros(key), 1_000_000)
-    target.seconds = seconds
-    target.nanos = rest * 1000
+    target.FromMicroseconds(shown_micros(key))
 
 
 def fill_session(target: pb.Session, row: SessionRow) -> None:
     """Fill `target` with a chat_sessions row."""
     target.session_id = row.session_id
     target.tenant_id = row.tenant_id
-    known = _STORED_TO_STATUS.get(row.status)
+    known = STORED_TO_STATUS.get(row.status)
     if known is not None:
         target.status = known
     else:
@@ -54,7 +46,7 @@ def fill_session(target: pb.Session, row: SessionRow) -> None:
     if row.status in status.TERMINAL_STATUSES and row.end_time is not None:
         ended = status.parse_end_time(row.end_time)
         if ended is not None:
-            set_timestamp(target.end_time, to_micros(ended))
+            target.end_time.FromDatetime(ended)
 
 
 def fill_message(target: pb.Message, row: MessageRow) -> None:

@@ -3,6 +3,10 @@
 Other services write the metadata, so it can be nested past protobuf's recursion limit (100),
 which would make the response unreadable for the client. Values deeper than MAX_DEPTH JSON levels
 are replaced by a marker string instead.
+
+Hand-written rather than protobuf's `Struct.update`: that copies any depth (which the client
+then cannot parse) and fails on integers past a double's range; filling in place is also the
+faster way (BENCHMARKS.md, "Decisions").
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ TRUNCATED = "<truncated: nested too deeply>"
 
 
 def fill_value(target: struct_pb2.Value, data: Any, *, depth: int = 0) -> None:
-    """Set `target` to `data`, in place: building nested messages where they live is several
-    times faster than building each on its own and copying it into its parent."""
+    """Set `target` to `data`, in place (nested messages are built where they live)."""
     if depth >= MAX_DEPTH:
         target.string_value = TRUNCATED
     elif data is None:

@@ -16,9 +16,12 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server.data import repository
 from server.data.engine import is_retryable_conflict
+from server.data.rows import MessageRow, SessionRow
+from server.data.session_detail import session_detail
+from server.data.session_list import list_page
 from server.data.statements import Database
+from server.data.status_update import set_session_status
 from server.domain import counting
 from server.transport import convert, page_tokens, validation
 from server.transport.errors import (
@@ -69,7 +72,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         # One row more than the page tells whether another page follows. Counts and rows come
         # from one statement, so from one snapshot: the total always agrees with the page.
         limit = query.page_size + 1
-        total, rows = await repository.list_page(
+        total, rows = await list_page(
             self._read_database,
             tenant_id=tenant_id,
             filters=filters,
@@ -106,7 +109,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     ) -> pb.GetSessionDetailResponse:
         tenant_id = current_tenant()
         query = validation.session_detail_query(request, tenant_id=tenant_id)
-        found = await repository.session_detail(
+        found = await session_detail(
             self._read_database,
             tenant_id=tenant_id,
             session_id=query.session_id,
@@ -155,11 +158,9 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
                 return response
         raise AssertionError("unreachable: the loop returns or raises")
 
-    async def _update_status(
-        self, tenant_id: str, update: validation.StatusUpdate
-    ) -> repository.SessionRow:
+    async def _update_status(self, tenant_id: str, update: validation.StatusUpdate) -> SessionRow:
         # One atomic statement: no transaction around it, which would cost two round trips more.
-        result = await repository.set_session_status(
+        result = await set_session_status(
             self._database, tenant_id=tenant_id, session_id=update.session_id, status=update.status
         )
         row = result.session
@@ -173,7 +174,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
 
 
 def _fill_page(
-    response: pb.GetSessionDetailResponse, rows: list[repository.MessageRow], *, whole: bool
+    response: pb.GetSessionDetailResponse, rows: list[MessageRow], *, whole: bool
 ) -> int:
     """Add `rows` and their trace to `response` while it stays within RESPONSE_BYTES_BUDGET;
     return how many were added. A page always holds at least one message, so paging always
@@ -198,7 +199,7 @@ def _fill_page(
 
 def _fill_page_measured(
     response: pb.GetSessionDetailResponse,
-    rows: list[repository.MessageRow],
+    rows: list[MessageRow],
     budget: int,
     limit: int | None,
 ) -> int:
@@ -263,7 +264,7 @@ def _cut_to_fit(
         message.content_bytes = len(content)
 
 
-def _add_message(response: pb.GetSessionDetailResponse, row: repository.MessageRow) -> pb.Message:
+def _add_message(response: pb.GetSessionDetailResponse, row: MessageRow) -> pb.Message:
     """Append the message of `row` and its trace entries to `response`; return the message."""
     message = response.messages.add()
     convert.fill_message(message, row)

@@ -65,15 +65,14 @@ def _add_retrieval_hit(trace: pb.Trace, message_id: int, item: Any) -> None:
     get = item.get  # straight-line lookups: this runs for every hit of every page
     source, document_id = get("source"), get("document_id")
     chunk_id, content = get("chunk_id"), get("content")
-    # Hits as stored hold four strings: only an odd hit pays for converting each field (measured,
-    # the four conversions were half the cost of a hit).
+    # Hits as stored hold four strings: only an odd hit pays for converting each field.
     if not type(source) is type(document_id) is type(chunk_id) is type(content) is str:
         source, document_id = _text(source), _text(document_id)
         chunk_id, content = _text(chunk_id), _text(content)
         if source is None and document_id is None and chunk_id is None and content is None:
             return
     hit = trace.retrieval.add()
-    hit.message_id = message_id  # attribute by attribute: faster in upb than keyword arguments
+    hit.message_id = message_id  # attribute by attribute: cheaper in upb than keyword arguments
     hit.source = source or ""
     hit.document_id = document_id or ""
     hit.chunk_id = chunk_id or ""

@@ -12,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf import timestamp_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
-from server.domain import status
+from server.domain.filters import SessionFilters
 from server.transport import page_tokens
+from server.transport.convert import STATUS_TO_STORED
 from server.transport.errors import FieldViolation, invalid_argument
 
 DEFAULT_PAGE_SIZE = 20
@@ -29,21 +30,6 @@ _MAX_SECONDS = 253_402_300_799
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_BIGINT = 2**63 - 1
 
-STATUS_TO_STORED: dict[int, str] = {
-    pb.SESSION_STATUS_ACTIVE: status.ACTIVE,
-    pb.SESSION_STATUS_CLOSED: status.CLOSED,
-    pb.SESSION_STATUS_EXPIRED: status.EXPIRED,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class SessionFilters:
-    """What ListSessions keeps: stored status, inclusive created-time bounds, channel."""
-
-    status: str | None
-    created_from: datetime | None
-    created_to: datetime | None
-    channel_type: str | None
 
 
 @dataclass(frozen=True, slots=True)

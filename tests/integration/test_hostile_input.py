@@ -24,9 +24,9 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
 from server.data.engine import create_engine
+from server.domain.filters import SessionFilters
 from server.transport import errors, page_tokens
 from server.transport.tenancy import TENANT_ID_PATTERN
-from server.transport.validation import SessionFilters
 from tests.factories import BASE_TIME, Factory
 from tests.helpers import StatementLog, failure, is_tenant_scoped, serving
 

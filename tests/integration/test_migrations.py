@@ -13,13 +13,14 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import column, table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.data.ddl import revision_module
 from server.data.engine import asyncpg_dsn
 from server.data.migrate import downgrade_to, upgrade_to, upgrade_to_head
-from server.data.schema import COUNTER_DAY_SQL, EFFECTIVE_STATUS_SQL
+from server.data.schema import sessions_table
+from server.data.status_sql import counter_day, displayed_status, render
 from tests.factories import BASE_TIME
 from tests.integration.test_counters import assert_exact, opened
 
@@ -38,7 +39,11 @@ _ODD_ROWS = """(VALUES
 async def test_the_frozen_bucket_rules_of_the_migrations_equal_the_live_rule(
     engine: AsyncEngine,
 ) -> None:
-    live = f"(r.tenant_id, {COUNTER_DAY_SQL}, {EFFECTIVE_STATUS_SQL}, r.channel_type)"
+    r = table("r", column("metadata"), column("created_at")).c
+    live = (
+        f"(r.tenant_id, {render(counter_day(r.created_at))}, "
+        f"{render(displayed_status(r.metadata))}, r.channel_type)"
+    )
     triggers = revision_module("0004_append_only_counters.py").session_bucket("r")
     backfill = revision_module("0002_session_counts.py")._BUCKET
     async with engine.connect() as conn:
@@ -54,6 +59,27 @@ async def test_the_frozen_bucket_rules_of_the_migrations_equal_the_live_rule(
         ).all()
     assert len(rows) == 8
     assert all(row.triggers and row.backfill for row in rows), rows
+
+
+async def test_the_status_index_of_the_first_migration_serves_the_live_status_filter(
+    engine: AsyncEngine,
+) -> None:
+    # Migration 0001 froze its own copy of the displayed-status expression in the index; the
+    # planner uses the index only while the live rule is that same expression.
+    status = render(displayed_status(sessions_table.c.metadata))
+    async with engine.connect() as conn:
+        await conn.execute(text("SET enable_seqscan = off"))
+        await conn.execute(text("SET enable_bitmapscan = off"))
+        plan = (
+            await conn.execute(
+                text(
+                    "EXPLAIN SELECT session_id FROM chat_sessions "  # noqa: S608
+                    f"WHERE tenant_id = 't' AND {status} = 'closed' "
+                    "ORDER BY created_at DESC, session_id DESC LIMIT 5"
+                )
+            )
+        ).scalars()
+        assert "ix_chat_sessions_tenant_status_created" in "\n".join(plan)
 
 
 async def _populate(dsn: str) -> None:

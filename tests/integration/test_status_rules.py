@@ -1,6 +1,6 @@
-"""The read side of the status rules, evaluated by PostgreSQL itself: the expressions every
-query uses for a session's displayed status, its `endTime` text and whether a status update can
-merge into its metadata (server.data.schema)."""
+"""The status rules as PostgreSQL evaluates them: the expressions every query uses for a
+session's displayed status, its `endTime` text, whether a status update can merge into its
+metadata (server.data.status_sql), and the `endTime` text an update writes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,23 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import ColumnClause, column, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.data.schema import ACCEPTS_STATUS_SQL, EFFECTIVE_STATUS_SQL, END_TIME_TEXT_SQL
+from server.data.status_sql import (
+    END_TIME_SQL_FORMAT,
+    accepts_status,
+    displayed_status,
+    end_time_text,
+    render,
+)
+from server.domain.status import format_end_time, parse_end_time
 
 SQL_NULL = object()
+_METADATA: ColumnClause[Any] = column("metadata")
+EFFECTIVE_STATUS_SQL = render(displayed_status(_METADATA))
+END_TIME_TEXT_SQL = render(end_time_text(_METADATA))
+ACCEPTS_STATUS_SQL = render(accepts_status(_METADATA))
 
 
 async def evaluate(engine: AsyncEngine, rule_sql: str, metadata: Any) -> Any:
@@ -93,3 +104,19 @@ async def test_status_updates_merge_only_into_objects_or_null(
     engine: AsyncEngine, metadata: Any, accepted: bool
 ) -> None:
     assert await evaluate(engine, ACCEPTS_STATUS_SQL, metadata) is accepted
+
+
+async def test_an_update_writes_end_time_text_as_the_domain_formats_and_parses_it(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT now() AS at, "
+                    f"to_char(now() AT TIME ZONE 'UTC', '{END_TIME_SQL_FORMAT}') AS written"
+                )
+            )
+        ).one()
+    assert row.written == format_end_time(row.at)
+    assert parse_end_time(row.written) == row.at

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
 from server.domain import status
+from server.domain.filters import SessionFilters
 from server.domain.time_keys import key_of
 from server.transport import page_tokens, validation
 from server.transport.errors import REASON_INVALID_ARGUMENT, FieldViolation, InvalidArgumentError
@@ -89,7 +90,7 @@ def test_an_empty_list_request_asks_for_the_first_page_of_twenty_unfiltered() ->
     assert query.page_size == validation.DEFAULT_PAGE_SIZE == 20
     assert query.offset == 0
     assert query.after is None
-    assert query.filters == validation.SessionFilters(None, None, None, None)
+    assert query.filters == SessionFilters(None, None, None, None)
 
 
 def test_page_number_and_size_give_the_row_offset() -> None:
@@ -391,7 +392,7 @@ def test_a_sessions_token_is_refused_by_get_session_detail() -> None:
     ],
 )
 def test_a_messages_token_whose_key_is_not_a_message_id_is_refused(key: str) -> None:
-    # The repository turns the key into a bigint id; anything else would fail there as INTERNAL.
+    # The detail query turns the key into a bigint id; anything else would fail there as INTERNAL.
     request = pb.GetSessionDetailRequest(session_id="s-1")
     request.page_token = _messages_token(request, key=key)
     assert set(_detail_violations(request)) == {"page_token"}
