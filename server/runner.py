@@ -15,7 +15,7 @@ from server import app
 from server.config import Settings
 from server.data import counters
 from server.data.embedded import start_embedded_postgres
-from server.data.migrate import upgrade_to_head
+from server.data.migrate import UnsupportedServerError, upgrade_to_head
 from server.data.statements import Database
 from server.observability import configure_logging
 from server.transport.auth import CallerPolicy, PolicyError, load_policy
@@ -38,7 +38,11 @@ def database_url(settings: Settings) -> tuple[str, bool]:
 def migrate(settings: Settings) -> int:
     """`python -m server migrate`: bring the schema to the newest migration."""
     url, _ = database_url(settings)
-    upgrade_to_head(url)
+    try:
+        upgrade_to_head(url)
+    except UnsupportedServerError as error:
+        logger.error("%s", error)  # noqa: TRY400 -- a fact about the server, not a crash
+        return 1
     logger.info("database schema is up to date")
     return 0
 

@@ -10,6 +10,23 @@ from alembic.config import Config
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+# NULLS NOT DISTINCT (migration 0002) and exact EXTRACT(EPOCH) (the sort keys) need 15.
+MINIMUM_SERVER_VERSION = 150000
+
+
+class UnsupportedServerError(RuntimeError):
+    """Raised when the database server is older than PostgreSQL 15."""
+
+
+def check_server_version(server_version_num: int) -> None:
+    """Refuse a server older than MINIMUM_SERVER_VERSION (`SHOW server_version_num`)."""
+    if server_version_num < MINIMUM_SERVER_VERSION:
+        major, minor = divmod(server_version_num, 10000)
+        raise UnsupportedServerError(
+            f"PostgreSQL 15 or newer is required; this server is {major}.{minor}"
+        )
+
+
 def alembic_config(database_url: str) -> Config:
     """An Alembic config for `database_url`, needing no alembic.ini on disk."""
     config = Config()

@@ -15,7 +15,7 @@ from server.domain import status
 from server.domain.time_keys import shown_micros
 
 # The one mapping between stored status words and the API's enum, both ways.
-STORED_TO_STATUS: dict[str, int] = {
+STORED_TO_STATUS: dict[str, pb.SessionStatus] = {
     status.ACTIVE: pb.SESSION_STATUS_ACTIVE,
     status.CLOSED: pb.SESSION_STATUS_CLOSED,
     status.EXPIRED: pb.SESSION_STATUS_EXPIRED,

@@ -31,7 +31,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_BIGINT = 2**63 - 1
 
 
-
 @dataclass(frozen=True, slots=True)
 class ListSessionsQuery:
     """A validated ListSessions call: filters, page geometry and where to resume."""

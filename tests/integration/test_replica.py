@@ -86,27 +86,34 @@ class Cluster:
     primary_socket: str
     replica_url: str
     replica_pgdata: Path
+    replica_options: str
 
     def stop_primary(self) -> None:
-        _run_pg("pg_ctl", "-D", str(self.primary_pgdata), "-w", "-m", "fast", "stop")
+        _stop(self.primary_pgdata)
 
     def start_primary(self) -> None:
-        log = self.primary_pgdata / "log"
-        _run_pg(
-            "pg_ctl",
-            "-D",
-            str(self.primary_pgdata),
-            "-w",
-            "-l",
-            str(log),
-            "-o",
-            f"-h '' -k {self.primary_socket}",
-            "start",
-            log=log,
-        )
+        _start(self.primary_pgdata, f"-h '' -k {self.primary_socket}")
 
     def primary_running(self) -> bool:
         return (self.primary_pgdata / "postmaster.pid").exists()
+
+    def stop_replica(self) -> None:
+        _stop(self.replica_pgdata)
+
+    def start_replica(self) -> None:
+        _start(self.replica_pgdata, self.replica_options)
+
+    def replica_running(self) -> bool:
+        return (self.replica_pgdata / "postmaster.pid").exists()
+
+
+def _stop(pgdata: Path) -> None:
+    _run_pg("pg_ctl", "-D", str(pgdata), "-w", "-m", "fast", "stop")
+
+
+def _start(pgdata: Path, options: str) -> None:
+    log = pgdata / "log"
+    _run_pg("pg_ctl", "-D", str(pgdata), "-w", "-l", str(log), "-o", options, "start", log=log)
 
 
 def _build_cluster(root: Path) -> Cluster:
@@ -139,24 +146,17 @@ def _build_cluster(root: Path) -> Cluster:
         "-U",
         "postgres",
     )
-    log = replica_root / "replica.log"
-    _run_pg(
-        "pg_ctl",
-        "-D",
-        str(replica_pgdata),
-        "-w",
-        "-l",
-        str(log),
-        "-o",
-        # Reconnect to a restarted primary within moments rather than the default 5 s.
-        f"-h '' -k {replica_socket} -p {REPLICA_PORT} -c wal_retrieve_retry_interval=100ms",
-        "start",
-        log=log,
+    # Reconnect to a restarted primary within moments rather than the default 5 s.
+    replica_options = (
+        f"-h '' -k {replica_socket} -p {REPLICA_PORT} -c wal_retrieve_retry_interval=100ms"
     )
+    _start(replica_pgdata, replica_options)
     replica_url = (
         f"postgresql+asyncpg://postgres@/postgres?host={replica_socket}&port={REPLICA_PORT}"
     )
-    return Cluster(primary_url, primary_pgdata, primary_socket, replica_url, replica_pgdata)
+    return Cluster(
+        primary_url, primary_pgdata, primary_socket, replica_url, replica_pgdata, replica_options
+    )
 
 
 def _remove_cluster(root: Path) -> None:
@@ -419,3 +419,44 @@ async def test_reads_keep_working_while_the_primary_is_down_and_updates_are_unav
         lambda: _replica_status_is(replicated.replica, tenant, "s-1", "closed"),
         "the replica has the update",
     )
+
+
+async def test_with_the_replica_down_reads_are_unavailable_and_updates_keep_working(
+    cluster: Cluster, replicated: Replicated, tenant: str
+) -> None:
+    stub, md = replicated.stub, tenant_metadata(tenant)
+    await replicated.factory.session(tenant, "s-1")
+    await _eventually(
+        lambda: _replica_has_session(replicated.replica, tenant, "s-1"), "the replica has s-1"
+    )
+    assert await _session_ids(stub, tenant) == ["s-1"]  # pooled connections to both servers
+    await asyncio.to_thread(cluster.stop_replica)
+    try:
+        for _ in range(2):  # the pooled connection that broke, then a fresh connect attempt
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await _session_ids(stub, tenant)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert failure(raised.value).reason == errors.REASON_DATABASE_UNAVAILABLE
+        updated = await stub.UpdateSessionStatus(
+            pb.UpdateSessionStatusRequest(session_id="s-1", status=pb.SESSION_STATUS_CLOSED),
+            metadata=md,
+        )
+        assert updated.session.status == pb.SESSION_STATUS_CLOSED
+        # Readiness for reads follows the replica they read; writes stay ready on the primary.
+        assert await replicated.app.check_database() is False
+        assert await _health_by_name(replicated.app) == {
+            "": NOT_SERVING,
+            SERVICE_NAME: NOT_SERVING,
+            WRITES_HEALTH_NAME: SERVING,
+        }
+    finally:
+        if not cluster.replica_running():
+            await asyncio.to_thread(cluster.start_replica)
+        await replicated.replica.dispose()  # the test's own connections broke with it
+    assert await replicated.app.check_database() is True
+    assert set((await _health_by_name(replicated.app)).values()) == {SERVING}
+    await _eventually(
+        lambda: _replica_status_is(replicated.replica, tenant, "s-1", "closed"),
+        "the replica has the update",
+    )
+    assert await _session_ids(stub, tenant) == ["s-1"]

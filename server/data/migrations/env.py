@@ -8,21 +8,18 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from server.data.migrate import check_server_version
 from server.data.schema import Base
 
 config = context.config
 target_metadata = Base.metadata
 
 
-MINIMUM_SERVER_VERSION = 150000  # NULLS NOT DISTINCT (migration 0002) needs PostgreSQL 15
-
-
 def _run(connection: Connection) -> None:
     version = int(connection.exec_driver_sql("SHOW server_version_num").scalar_one())
     # End the transaction that query began: each migration must run in one of its own.
     connection.commit()
-    if version < MINIMUM_SERVER_VERSION:
-        raise RuntimeError(f"PostgreSQL 15 or newer is required; this server is {version}")
+    check_server_version(version)
     # One transaction per migration: a migration that must release its locks early (see
     # server.data.ddl) commits only its own work, never that of the migrations before it.
     context.configure(
