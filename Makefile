@@ -10,8 +10,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := generated/.stamp
+# The last released API: `make lint` fails on a change that breaks its callers.
+API_RELEASE := protos/released/v1.0.0.binpb
+VERSION ?=
 
-.PHONY: help run test lint generate check-generated bench soak migrate clean
+.PHONY: help run test lint generate check-generated bench soak migrate clean release-api
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,11 +55,12 @@ migrate: $(GEN_STAMP) ## Apply database migrations to DATABASE_URL (or the embed
 test: $(GEN_STAMP) ## Run the whole suite against a real PostgreSQL (embedded, or TEST_DATABASE_URL)
 	$(BIN)/python -m pytest
 
-lint: check-generated ## ruff, mypy, buf lint and the generated-code freshness check
+lint: check-generated ## ruff, mypy, import layers, buf lint and breaking check, generated code fresh
 	$(BIN)/ruff check server tests
 	$(BIN)/ruff format --check server tests
 	$(BIN)/mypy
 	$(BIN)/buf lint
+	$(BIN)/buf breaking --against $(API_RELEASE)
 
 bench: $(GEN_STAMP) ## Benchmark every RPC against the raw-SQL and bare-gRPC limits (writes BENCHMARKS.md)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
@@ -67,3 +71,8 @@ clean: ## Remove the virtualenv and local database data
 
 soak: $(GEN_STAMP) ## Mixed load for SOAK_SECONDS (default 300) on loopback; reports codes, latency, memory
 	$(BIN)/python -m server.tools.bench.soak
+
+release-api: $(STAMP) ## Record protos/ as released API VERSION (e.g. make release-api VERSION=v1.1.0)
+	@test -n "$(VERSION)" || { echo "usage: make release-api VERSION=vX.Y.Z" >&2; exit 1; }
+	$(BIN)/buf build -o protos/released/$(VERSION).binpb
+	@echo "now point API_RELEASE in the Makefile at protos/released/$(VERSION).binpb"
