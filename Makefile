@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := generated/.stamp
+# The protos with their comments, for server reflection (server/transport/reflection.py).
+DESCRIPTOR_SET := generated/sessionmonitoring/v1/session_monitoring_descriptor_set.binpb
 # The last released API: `make lint` fails on a change that breaks its callers.
 API_RELEASE := protos/released/v1.0.0.binpb
 VERSION ?=
@@ -19,12 +21,13 @@ VERSION ?=
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python 3.11+ is required (found $$($(PYTHON) --version))" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./client
 	touch $@
 
 $(GEN_STAMP): $(STAMP) $(PROTOS)
@@ -32,6 +35,8 @@ $(GEN_STAMP): $(STAMP) $(PROTOS)
 	mkdir -p generated
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 		--python_out=generated --pyi_out=generated --grpc_python_out=generated $(PROTOS)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --include_source_info --include_imports \
+		--descriptor_set_out=$(DESCRIPTOR_SET) $(PROTOS)
 	touch $@
 
 generate: ## Regenerate generated/ from protos/ (committed; never edit by hand)
@@ -42,6 +47,8 @@ check-generated: $(STAMP) ## Fail if generated/ differs from what `make generate
 	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 		--python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp $(PROTOS); \
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --include_source_info --include_imports \
+		--descriptor_set_out=$$tmp/$(DESCRIPTOR_SET:generated/%=%) $(PROTOS); \
 	diff -r --exclude=.stamp --exclude=__pycache__ "$$tmp/sessionmonitoring" generated/sessionmonitoring \
 		|| { echo "generated/ is stale: run 'make generate' and commit" >&2; exit 1; }
 
@@ -56,9 +63,10 @@ test: $(GEN_STAMP) ## Run the whole suite against a real PostgreSQL (embedded, o
 	$(BIN)/python -m pytest
 
 lint: check-generated ## ruff, mypy, import layers, buf lint and breaking check, generated code fresh
-	$(BIN)/ruff check server tests
-	$(BIN)/ruff format --check server tests
+	$(BIN)/ruff check server tests client
+	$(BIN)/ruff format --check server tests client
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/buf lint
 	$(BIN)/buf breaking --against $(API_RELEASE)
 

@@ -25,6 +25,7 @@ from server.data.statements import Database
 from server.observability import Metrics
 from server.transport.auth import CallerPolicy
 from server.transport.interceptors import ServiceInterceptor
+from server.transport.reflection import enable_documented_reflection
 from server.transport.servicer import SessionMonitoringService
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ def create_app(
                 policy=policy,
                 metrics=metrics,
                 access_log=settings.access_log,
+                # They carry no tenant: probes and grpcurl call them without one.
+                tenantless_services=(HEALTH_SERVICE_NAME, reflection.SERVICE_NAME),
             )
         ],
         options=[
@@ -178,9 +181,7 @@ def create_app(
     )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_documented_reflection(server, (SERVICE_NAME, HEALTH_SERVICE_NAME))
     port = _bind(server, settings)
     databases = (database,) if read_database is None else (database, read_database)
     maintenance = _database(settings, database_url, pool_size=1)

@@ -7,10 +7,11 @@ called, never at import.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -105,24 +106,31 @@ class Settings(BaseSettings):
         alias="COUNTER_FOLD_INTERVAL",
         description="seconds between folds of the writers' count deltas into the counters",
     )
-    tls_cert_file: Path | None = Field(
+    tls_cert_file: FilePath | None = Field(
         None, alias="TLS_CERT_FILE", description="PEM server certificate chain; enables TLS"
     )
-    tls_key_file: Path | None = Field(
+    tls_key_file: FilePath | None = Field(
         None, alias="TLS_KEY_FILE", description="PEM private key of the server certificate"
     )
-    tls_client_ca_file: Path | None = Field(
+    tls_client_ca_file: FilePath | None = Field(
         None,
         alias="TLS_CLIENT_CA_FILE",
         # grpcio can require client certificates or not ask for them; it has no "ask but do not
         # require" mode, so mutual TLS here always means "required".
         description="PEM CA bundle for client certificates; enables (required) mutual TLS",
     )
-    caller_policy_file: Path | None = Field(
+    caller_policy_file: FilePath | None = Field(
         None,
         alias="CALLER_POLICY_FILE",
         description="TOML file mapping callers (certificate or token) to tenants; unset = off",
     )
+
+    @field_validator("address", "metrics_address")
+    @classmethod
+    def _is_host_and_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_address(value)
+        return value
 
     @model_validator(mode="after")
     def _tls_files_go_together(self) -> Settings:
@@ -136,6 +144,22 @@ class Settings(BaseSettings):
     def tls_enabled(self) -> bool:
         """Whether the server listens with TLS."""
         return self.tls_cert_file is not None
+
+
+def check_address(address: str) -> None:
+    """Raise ValueError unless `address` is host:port (a name, an IPv4 address or a bracketed
+    IPv6 one, and a port 0 to 65535) or unix:PATH, as gRPC listens on."""
+    if address.startswith("unix:") and len(address) > len("unix:"):
+        return
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ValueError("must be HOST:PORT with a port from 0 to 65535, or unix:PATH")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError("an IPv6 host must be in brackets, e.g. [::1]:50051")
+        ipaddress.IPv6Address(host[1:-1])  # its ValueError says what is wrong
+    elif ":" in host or not all(c.isascii() and (c.isalnum() or c in "-._") for c in host):
+        raise ValueError(f"{host!r} is not a host name or address")
 
 
 def load_settings(**overrides: Any) -> Settings:

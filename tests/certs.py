@@ -1,23 +1,19 @@
-"""Throwaway X.509 certificates for TLS tests: a CA, a localhost server cert and client certs."""
+"""Throwaway X.509 certificates for TLS tests, made by trustme: a CA, a localhost server cert
+and client certs, written as PEM files (the server's settings and grpcurl take file paths)."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+import trustme
 
 SERVER_HOST = "localhost"
 SERVER_IP = "127.0.0.1"
-# Backdated so clock skew between the test machine and the TLS stacks never matters.
-_NOT_BEFORE_SKEW = timedelta(hours=1)
-_LIFETIME = timedelta(days=1)
+# trustme puts every identity in the SAN, and a certificate needs at least one: a caller meant
+# to be known by its CN alone carries this one, which no caller policy lists.
+_UNLISTED_NAME = "unlisted-name.invalid"
 
 
 @dataclass(frozen=True)
@@ -34,7 +30,7 @@ class KeyPair:
 
     @property
     def key_pem(self) -> bytes:
-        """The private key (unencrypted PKCS#8), PEM encoded."""
+        """The private key (unencrypted), PEM encoded."""
         return self.key_file.read_bytes()
 
 
@@ -43,39 +39,9 @@ class CertificateAuthority:
 
     def __init__(self, directory: Path, common_name: str = "SessionMonitoring Test CA") -> None:
         self.directory = directory
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.now(UTC)
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(self._name)
-            .issuer_name(self._name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _NOT_BEFORE_SKEW)
-            .not_valid_after(now + _LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
-            )
-            .sign(self._key, hashes.SHA256())
-        )
+        self._authority = trustme.CA(organization_unit_name=common_name)
         self.cert_file = directory / f"{_file_stem(common_name)}.crt"
-        self.cert_file.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+        self._authority.cert_pem.write_to_path(self.cert_file)
 
     @property
     def cert_pem(self) -> bytes:
@@ -84,64 +50,20 @@ class CertificateAuthority:
 
     def server(self, stem: str = "server") -> KeyPair:
         """A server certificate valid for `localhost` (SAN DNS) and 127.0.0.1 (SAN IP)."""
-        return self._issue(
-            stem,
-            common_name=SERVER_HOST,
-            alternative_names=[
-                x509.DNSName(SERVER_HOST),
-                x509.IPAddress(ipaddress.ip_address(SERVER_IP)),
-            ],
-            usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        )
+        return self._issue(stem, SERVER_HOST, (SERVER_HOST, SERVER_IP))
 
     def client(self, common_name: str, dns_names: Sequence[str] = ()) -> KeyPair:
-        """A client certificate with subject CN `common_name` and the given SAN DNS names."""
+        """A client certificate with subject CN `common_name` and the given SAN DNS names (none
+        that a policy could list when there are none)."""
         return self._issue(
-            f"client-{_file_stem(common_name)}",
-            common_name=common_name,
-            alternative_names=[x509.DNSName(name) for name in dns_names],
-            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+            f"client-{_file_stem(common_name)}", common_name, tuple(dns_names) or (_UNLISTED_NAME,)
         )
 
-    def _issue(
-        self,
-        stem: str,
-        *,
-        common_name: str,
-        alternative_names: Sequence[x509.GeneralName],
-        usage: x509.ObjectIdentifier,
-    ) -> KeyPair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.now(UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _NOT_BEFORE_SKEW)
-            .not_valid_after(now + _LIFETIME)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                critical=False,
-            )
-        )
-        if alternative_names:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(list(alternative_names)), critical=False
-            )
-        certificate = builder.sign(self._key, hashes.SHA256())
+    def _issue(self, stem: str, common_name: str, identities: Sequence[str]) -> KeyPair:
+        issued = self._authority.issue_cert(*identities, common_name=common_name)
         pair = KeyPair(self.directory / f"{stem}.crt", self.directory / f"{stem}.key")
-        pair.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        pair.key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        pair.cert_file.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(pair.key_file)
         return pair
 
 

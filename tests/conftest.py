@@ -3,6 +3,10 @@ per test run, and a real grpc.aio server on port 0 with a real channel.
 
 Tests isolate themselves by tenant: each test writes under tenant ids no other test uses, so the
 server under test can run with its own connection pool and commit for real.
+
+Every statement a test server issues is checked for tenant scoping as it is issued
+(tests/helpers.py TENANCY); the test during whose setup, call or teardown a statement failed the
+check fails with it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,10 +28,38 @@ from server.data.embedded import start_embedded_postgres
 from server.data.engine import create_engine
 from server.data.migrate import upgrade_to_head
 from tests.factories import Factory
-from tests.helpers import StatementLog, is_tenant_scoped, serving
+from tests.helpers import TENANCY, serving
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = REPO_ROOT / ".data" / "test"
+
+
+def _fail_on_tenancy_violations(phase: str) -> Generator[None, object, object]:
+    """Around one phase of one test: fail it if a statement issued meanwhile was not
+    tenant-scoped (raised after the phase, so its own failure, if any, is chained)."""
+    already = len(TENANCY.violations)
+    try:
+        return (yield)
+    finally:
+        found = TENANCY.violations[already:]
+        if found:
+            listed = "\n  ".join(str(violation) for violation in found[:5])
+            pytest.fail(f"{len(found)} statement(s) not tenant-scoped during {phase}:\n  {listed}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _fail_on_tenancy_violations("setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _fail_on_tenancy_violations("the test"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _fail_on_tenancy_violations("teardown"))
 
 
 @pytest.fixture(scope="session")
@@ -95,14 +127,13 @@ def issued_statements() -> list[str]:
 async def grpc_target(database_url: str, issued_statements: list[str]) -> AsyncIterator[str]:
     """host:port of a real SessionMonitoring server (its own pool) on a free port.
 
-    Every statement it issues is recorded; after the run, one that touches a chat table without
-    a bound tenant_id predicate fails the suite (the mechanical isolation guarantee).
+    Every statement it issues is recorded in `issued_statements`, and checked as it is issued
+    (the mechanical isolation guarantee: see `serving`).
     """
-    async with serving(database_url, db_pool_size=10, db_pool_timeout=5) as app:
-        app.databases[0].observers.append(StatementLog(issued_statements))
+    async with serving(
+        database_url, db_pool_size=10, db_pool_timeout=5, statements=issued_statements
+    ) as app:
         yield f"127.0.0.1:{app.port}"
-    unscoped = [s for s in issued_statements if not is_tenant_scoped(s)]
-    assert not unscoped, f"statements without a tenant_id predicate: {unscoped[:3]}"
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,8 @@
-"""Test helpers: read the rich error details (google.rpc.Status) of failed calls, and run extra
-servers of our own with other settings."""
+"""Test helpers: read the rich error details (google.rpc.Status) of failed calls, run extra
+servers of our own with other settings, and check every statement those servers issue."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -14,8 +13,11 @@ from google.rpc import error_details_pb2, status_pb2
 
 from server.app import App, create_app
 from server.config import load_settings
+from server.data.statements import Database, ObservedDatabase
 from server.observability import Metrics
 from server.transport.auth import CallerPolicy
+from server.transport.tenancy import current_tenant
+from tests.tenant_scope import tenancy_problems
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -56,38 +58,40 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     return RpcFailure(error.code(), error.details() or "", reason, metadata, violations, request_id)
 
 
-@asynccontextmanager
-async def serving(
-    database_url: str,
-    *,
-    read_url: str | None = None,
-    policy: CallerPolicy | None = None,
-    metrics: Metrics | None = None,
-    **settings: Any,
-) -> AsyncIterator[App]:
-    """A real server of our own on `database_url` on a free loopback port, stopped on exit."""
-    app = create_app(
-        load_settings(address="127.0.0.1:0", **settings),
-        database_url,
-        read_url=read_url,
-        policy=policy,
-        metrics=metrics,
-    )
-    await app.start()
-    try:
-        yield app
-    finally:
-        await app.stop(0)
+@dataclass(frozen=True)
+class Violation:
+    """A statement that was not tenant-scoped, and why."""
+
+    sql: str
+    problems: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{'; '.join(self.problems)}\n    in: {' '.join(self.sql.split())}"
 
 
-_CHAT_TABLE = re.compile(r"\bchat_(sessions|messages|session_counts)\b")
-# `tenant_id = $1` (asyncpg placeholders), optionally qualified and cast.
-_TENANT_PREDICATE = re.compile(r"\btenant_id = \$\d+")
+class TenancyCheck:
+    """A StatementObserver that checks each statement as it is issued: every reference to a chat
+    or counter table constrained by a bound parameter holding the call's tenant
+    (tests/tenant_scope.py). It records what fails rather than raising, so that the statement
+    runs as usual and the test that issued it fails with the reason (tests/conftest.py)."""
+
+    def __init__(self) -> None:
+        self.violations: list[Violation] = []
+
+    def statement(self, sql: str, arguments: Sequence[Any]) -> None:
+        """Check one statement against the tenant of the call issuing it."""
+        try:
+            tenant: str | None = current_tenant()
+        except LookupError:  # not issued for a call (a health probe)
+            tenant = None
+        problems = tenancy_problems(sql, arguments, tenant)
+        if problems:
+            self.violations.append(Violation(sql, tuple(problems)))
 
 
-def is_tenant_scoped(statement: str) -> bool:
-    """Whether a statement leaves the chat tables alone or filters them by a bound tenant id."""
-    return not _CHAT_TABLE.search(statement) or bool(_TENANT_PREDICATE.search(statement))
+# Every server `serving` starts reports here (some run on threads of their own); the suite fails
+# the test during which a violation appeared.
+TENANCY = TenancyCheck()
 
 
 class StatementLog:
@@ -99,3 +103,52 @@ class StatementLog:
     def statement(self, sql: str, arguments: Sequence[Any]) -> None:
         """Record the statement's SQL."""
         self.statements.append(sql)
+
+
+def observed(database: Database) -> ObservedDatabase:
+    """`database`, made an ObservedDatabase in place.
+
+    create_app builds plain Databases (serving pays for no observer hook), and the servicer
+    already holds them, so the instance changes class rather than being wrapped or replaced.
+    """
+    if isinstance(database, ObservedDatabase):
+        return database
+    database.__class__ = ObservedDatabase
+    made = cast(ObservedDatabase, database)
+    made.observers = []
+    return made
+
+
+@asynccontextmanager
+async def serving(
+    database_url: str,
+    *,
+    read_url: str | None = None,
+    policy: CallerPolicy | None = None,
+    metrics: Metrics | None = None,
+    statements: list[str] | None = None,
+    **settings: Any,
+) -> AsyncIterator[App]:
+    """A real server of our own on `database_url` on a free loopback port, stopped on exit.
+
+    Every statement its serving pools issue is checked by TENANCY, and appended to `statements`
+    when given. Its upkeep (the counter folder on `app.maintenance`) is not a request, so it is
+    not observed.
+    """
+    app = create_app(
+        load_settings(address="127.0.0.1:0", **settings),
+        database_url,
+        read_url=read_url,
+        policy=policy,
+        metrics=metrics,
+    )
+    for database in app.databases:
+        observers = observed(database).observers
+        observers.append(TENANCY)
+        if statements is not None:
+            observers.append(StatementLog(statements))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop(0)

@@ -54,7 +54,8 @@ class PoolExhaustedError(Exception):
 
 
 class StatementObserver(Protocol):
-    """Sees every statement (tests check tenant scoping; the benchmark replays)."""
+    """Sees every statement an ObservedDatabase runs (tests check tenant scoping; the benchmark
+    captures statements to replay)."""
 
     def statement(self, sql: str, arguments: Sequence[Any]) -> None:
         """A statement is about to run."""
@@ -96,7 +97,6 @@ class Database:
         # "busy".
         self._slots = asyncio.Semaphore(pool_size)
         self._in_use = 0
-        self.observers: list[StatementObserver] = []
 
     async def open(self) -> None:
         """Accept statements (no connection is made yet)."""
@@ -133,8 +133,6 @@ class Database:
         try:
             connection = await self._checkout()
             arguments = statement.arguments(values)
-            for observer in self.observers:
-                observer.statement(statement.sql, arguments)
             try:
                 rows: list[asyncpg.Record] = await connection.fetch(statement.sql, *arguments)
             except (asyncio.CancelledError, TimeoutError):
@@ -190,6 +188,36 @@ class Database:
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.terminate()
+
+
+class ObservedDatabase(Database):
+    """A Database that shows each statement to its observers before running it, for tests and
+    the benchmark's capture. Serving uses Database itself, whose calls carry no observer hook."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int,
+        pool_timeout: float,
+        connect_timeout: float,
+        statement_timeout: float | None = None,
+    ) -> None:
+        super().__init__(
+            url,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+        )
+        self.observers: list[StatementObserver] = []
+
+    async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """Show the statement and its arguments to every observer, then run it."""
+        arguments = statement.arguments(values)
+        for observer in self.observers:
+            observer.statement(statement.sql, arguments)
+        return await super().fetch(statement, values)
 
 
 _PING = Compiled("SELECT 1", (), {})

@@ -1,10 +1,13 @@
-"""A small, fixed demo dataset (tenant `demo`, plus tenant `acme` to show isolation) so the first
-grpcurl call against `make run` shows something: `python -m server.tools seed-demo`."""
+"""A small, fixed demo dataset so the first grpcurl call against `make run` shows something
+real: tenant `demo`, an online shoe shop's support bot (24 sessions: questions answered from
+matching help-center articles, order lookups, one failed lookup with an error, one long
+conversation), and tenant `acme` to show isolation. `python -m server.tools seed-demo`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,33 +40,139 @@ def _session_metadata(index: int, created: datetime) -> dict[str, Any] | None:
     return {"status": "active", "locale": "en-US"}
 
 
-def _assistant_metadata(session: int, turn: int) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "retrieval": [
-            {
-                "source": "help-center",
-                "document_id": f"kb-{100 + session}",
-                "chunk_id": f"kb-{100 + session}#{turn}",
-                "score": 0.91 - turn * 0.05,
-                "content": "Refunds are issued to the original payment method within 5 days.",
-            }
-        ]
+# The help-center articles the bot retrieves from; each answer below quotes one of them.
+_KNOWLEDGE_BASE = {
+    "refunds#2": "Refunds go back to the original payment method within 5 business days of the "
+    "returned item reaching our warehouse.",
+    "shipping#1": "Orders ship within 24 hours; a tracking link is emailed when the parcel "
+    "leaves the warehouse.",
+    "addresses#1": "A delivery address can be changed until the order ships, from Orders > "
+    "Change address.",
+    "returns#3": "Returns are free within 30 days: print the prepaid label from Orders > Return.",
+    "sizes#1": "Our shoes run half a size small; the size chart lists foot length in cm.",
+}
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """One question, its answer, the article the answer rests on, and the order looked up."""
+
+    question: str
+    answer: str
+    article: str
+    lookup: bool = False  # the bot calls lookup_order first
+
+
+_TOPICS: tuple[tuple[_Turn, ...], ...] = (
+    (
+        _Turn(
+            "How long does a refund take?",
+            "Within 5 business days of the return reaching us, back to the card you paid with.",
+            "refunds#2",
+        ),
+        _Turn(
+            "Do I need to do anything?",
+            "No: once the parcel is scanned at our warehouse the refund starts by itself.",
+            "refunds#2",
+        ),
+    ),
+    (
+        _Turn(
+            "Where is my order {order}?",
+            "Order {order} shipped with DHL and should arrive "
+            "tomorrow; the tracking link is in your email.",
+            "shipping#1",
+            lookup=True,
+        ),
+        _Turn(
+            "Thanks! Can I still add an item?",
+            "Not to a shipped order, but a new order ships within 24 hours.",
+            "shipping#1",
+        ),
+    ),
+    (
+        _Turn(
+            "Can I change the delivery address of {order}?",
+            "Yes, it has not shipped yet: use Orders > Change address.",
+            "addresses#1",
+            lookup=True,
+        ),
+    ),
+    (
+        _Turn(
+            "How do I return these shoes?",
+            "Returns are free for 30 days: print the prepaid label from Orders > Return.",
+            "returns#3",
+        ),
+        _Turn(
+            "They were too small. What size should I order?",
+            "Our shoes run half a size "
+            "small, so take half a size up; the size chart has foot lengths.",
+            "sizes#1",
+        ),
+    ),
+)
+# demo-session-004: the order service fails, so its trace holds all three kinds of entries.
+_FAILED_LOOKUP_SESSION = 3
+# demo-session-010: a long conversation (a size exchange, back and forth).
+_LONG_SESSION, _LONG_TURNS = 9, 30
+
+
+def _retrieval(article: str, score: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "source": "help-center",
+            "document_id": article.split("#")[0],
+            "chunk_id": article,
+            "score": round(score, 2),
+            "content": _KNOWLEDGE_BASE[article],
+        }
+    ]
+
+
+def _lookup(session: int, order: str, *, failed: bool) -> dict[str, Any]:
+    return {
+        "id": f"call-{session + 1:03d}-1",
+        "name": "lookup_order",
+        "arguments": {"order_id": order},
+        "result": None if failed else {"state": "shipped", "carrier": "DHL"},
+        "status": "error" if failed else "ok",
+        "latency_ms": 3000 if failed else 120 + session,
+        "error": "order service timed out after 3000 ms" if failed else None,
     }
-    if turn == 1:
-        metadata["tool_calls"] = [
-            {
-                "id": f"call-{session}-{turn}",
-                "name": "lookup_order",
-                "arguments": {"order_id": f"A-{1000 + session}"},
-                "result": {"state": "shipped"} if session % 4 else None,
-                "status": "ok" if session % 4 else "error",
-                "latency_ms": 120 + session,
-                "error": None if session % 4 else "order service timed out",
-            }
+
+
+def _conversation(index: int) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(role, content, metadata) of a session's messages, in order."""
+    order = f"A-{1000 + index}"
+    if index == _FAILED_LOOKUP_SESSION:
+        return [
+            ("user", f"Where is my order {order}?", None),
+            (
+                "assistant",
+                "I could not reach our order system just now. Orders ship within 24 hours and "
+                "the tracking link is emailed when yours leaves the warehouse.",
+                {
+                    "retrieval": _retrieval("shipping#1", 0.88),
+                    "tool_calls": [_lookup(index, order, failed=True)],
+                    "error": {
+                        "code": "ORDER_SERVICE_UNAVAILABLE",
+                        "message": "lookup_order failed; answered from the help center",
+                    },
+                },
+            ),
         ]
-    if session % 7 == 6 and turn == 2:
-        metadata["error"] = {"code": "LLM_TIMEOUT", "message": "the model did not answer in 30s"}
-    return metadata
+    turns = _TOPICS[index % len(_TOPICS)]
+    if index == _LONG_SESSION:
+        turns = tuple(turns[turn % len(turns)] for turn in range(_LONG_TURNS))
+    messages: list[tuple[str, str, dict[str, Any] | None]] = []
+    for number, turn in enumerate(turns):
+        metadata: dict[str, Any] = {"retrieval": _retrieval(turn.article, 0.93 - number * 0.01)}
+        if turn.lookup:
+            metadata["tool_calls"] = [_lookup(index, order, failed=False)]
+        messages.append(("user", turn.question.format(order=order), None))
+        messages.append(("assistant", turn.answer.format(order=order), metadata))
+    return messages
 
 
 def _rows(tenant_id: str, sessions: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -72,37 +181,25 @@ def _rows(tenant_id: str, sessions: int) -> tuple[list[dict[str, Any]], list[dic
     for index in range(sessions):
         created = _NOW - timedelta(hours=7 * index)
         session_id = f"{tenant_id}-session-{index + 1:03d}"
-        metadata = _session_metadata(index, created)
         session_rows.append(
             {
                 "tenant_id": tenant_id,
                 "session_id": session_id,
                 "channel_type": _CHANNELS[index % len(_CHANNELS)],
-                "metadata_": metadata,
+                "metadata_": _session_metadata(index, created),
                 "created_at": created,
                 "updated_at": created + timedelta(minutes=10),
             }
         )
-        for turn in range(3):
-            at = created + timedelta(minutes=2 * turn)
+        for number, (role, content, metadata) in enumerate(_conversation(index)):
             message_rows.append(
                 {
                     "tenant_id": tenant_id,
                     "session_id": session_id,
-                    "role": "user",
-                    "content": f"Where is my order A-{1000 + index}? (turn {turn + 1})",
-                    "metadata_": None,
-                    "created_at": at,
-                }
-            )
-            message_rows.append(
-                {
-                    "tenant_id": tenant_id,
-                    "session_id": session_id,
-                    "role": "assistant",
-                    "content": "Your order has shipped and should arrive tomorrow.",
-                    "metadata_": _assistant_metadata(index, turn),
-                    "created_at": at + timedelta(seconds=5),
+                    "role": role,
+                    "content": content,
+                    "metadata_": metadata,
+                    "created_at": created + timedelta(seconds=20 * number),
                 }
             )
     return session_rows, message_rows

@@ -6,6 +6,7 @@ statuses. Reasons and messages are constants so that tests assert on them, not o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +32,8 @@ REASON_INTERNAL = "INTERNAL"
 
 MESSAGE_MISSING_TENANT_ID = "the x-tenant-id metadata is required"
 MESSAGE_INVALID_ARGUMENT = "the request has invalid fields"
-MESSAGE_SESSION_NOT_FOUND = "session not found"
+# Formatted with the quoted session id, as Kubernetes names what it did not find.
+MESSAGE_SESSION_NOT_FOUND = "session {} not found"
 MESSAGE_SESSION_METADATA_NOT_OBJECT = (
     "the session's stored metadata is not a JSON object; its status cannot be set without "
     "overwriting it"
@@ -95,11 +97,24 @@ class InvalidArgumentError(ServiceError):
 
 @dataclass
 class SessionNotFoundError(ServiceError):
-    """Raised when the calling tenant has no session with the requested id."""
+    """Raised when the calling tenant has no session with the requested id (another tenant's
+    session reads the same: it is not the caller's to know about)."""
 
-    message: str = MESSAGE_SESSION_NOT_FOUND
     code = grpc.StatusCode.NOT_FOUND
     reason = REASON_SESSION_NOT_FOUND
+
+
+def session_not_found(session_id: str) -> SessionNotFoundError:
+    """NOT_FOUND naming the session, quoted, with its id in ErrorInfo metadata too."""
+    return SessionNotFoundError(
+        MESSAGE_SESSION_NOT_FOUND.format(quoted(session_id)), metadata={"session_id": session_id}
+    )
+
+
+def quoted(value: str) -> str:
+    """`value` in double quotes, with quotes, backslashes and control characters escaped, so
+    an id with spaces or newlines reads unambiguously in one line."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from server.transport import convert, detail_reply, page_tokens, validation
 from server.transport.errors import (
     ConflictError,
     SessionMetadataNotObjectError,
-    SessionNotFoundError,
+    session_not_found,
 )
 from server.transport.tenancy import current_tenant
 
@@ -65,7 +65,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             filters=filters,
             count_plan=count_plan,
             after=query.after,
-            offset=query.offset,
+            offset=query.skip,
             limit=limit,
         )
         next_page_token = ""
@@ -73,9 +73,8 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             rows = rows[: query.page_size]
             last = rows[-1]
             next_page_token = page_tokens.encode(
-                page_tokens.Cursor(last.created_key, last.session_id, query.page + 1),
-                kind=page_tokens.KIND_SESSIONS,
-                query_fingerprint=query.fingerprint,
+                page_tokens.Cursor(last.created_key, last.session_id, query.offset + len(rows)),
+                query.scope,
             )
         response = pb.ListSessionsResponse(
             pagination=pb.Pagination(
@@ -104,7 +103,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             limit=query.page_size + 1,
         )
         if found is None:
-            raise SessionNotFoundError()
+            raise session_not_found(query.session_id)
         messages = found.messages
         response = pb.GetSessionDetailResponse()
         convert.fill_session(response.session, found.session)
@@ -114,11 +113,9 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         )
         if kept < len(messages):
             last = messages[kept - 1]
-            page = query.after.page + 1 if query.after else 2
             response.next_page_token = page_tokens.encode(
-                page_tokens.Cursor(last.created_key, str(last.id), page),
-                kind=page_tokens.KIND_MESSAGES,
-                query_fingerprint=query.fingerprint,
+                page_tokens.Cursor(last.created_key, str(last.id), query.offset + kept),
+                query.scope,
             )
         return response
 
@@ -150,7 +147,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         )
         row = result.session
         if row is None:
-            raise SessionNotFoundError()
+            raise session_not_found(update.session_id)
         # Unchanged is success when the session already shows that status, whatever its
         # metadata holds (metadata that is not an object shows as active).
         if not result.changed and not result.accepts_status and row.status != update.status:

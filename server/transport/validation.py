@@ -36,15 +36,22 @@ class ListSessionsQuery:
     """A validated ListSessions call: filters, page geometry and where to resume."""
 
     filters: SessionFilters
-    page: int
     page_size: int
+    # Rows the walk returned before this page: (page - 1) * page_size, or the token's offset.
+    offset: int
     after: page_tokens.Cursor | None
-    fingerprint: bytes
+    scope: page_tokens.Scope
 
     @property
-    def offset(self) -> int:
-        """Rows to skip when paging by number (0 when resuming from a token)."""
-        return 0 if self.after is not None else (self.page - 1) * self.page_size
+    def page(self) -> int:
+        """The number, at this page size, of the page holding the reply's first row."""
+        return page_tokens.page_of(self.offset, self.page_size)
+
+    @property
+    def skip(self) -> int:
+        """Rows the query skips: the offset when paging by number, 0 when a token's keyset
+        position says where to resume."""
+        return 0 if self.after is not None else self.offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +61,8 @@ class SessionDetailQuery:
     session_id: str
     page_size: int
     after: page_tokens.Cursor | None
-    fingerprint: bytes
+    scope: page_tokens.Scope
+    offset: int = 0  # messages the walk returned before this page
     full_content: bool = False
 
 
@@ -85,18 +93,17 @@ def list_sessions_query(request: pb.ListSessionsRequest, *, tenant_id: str) -> L
         )
     page_size = _page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, violations)
     filters = SessionFilters(stored, created_from, created_to, channel_type)
-    query_fingerprint = page_tokens.fingerprint(tenant_id, filters, page_size)
+    # The page size may change between calls of one walk (AIP-158); the tenant and filters not.
+    scope = page_tokens.sessions_scope(tenant_id, filters)
     after = None
     if request.page_token:
         if request.page > 0:
             violations.append(FieldViolation("page", "must be 0 when page_token is set"))
-        after = _cursor(
-            request.page_token, page_tokens.KIND_SESSIONS, query_fingerprint, violations
-        )
+        after = _cursor(request.page_token, scope, page_size, violations)
     if violations:
         raise invalid_argument(*violations)
-    page = after.page if after else max(request.page, 1)
-    return ListSessionsQuery(filters, page, page_size, after, query_fingerprint)
+    offset = after.offset if after else (max(request.page, 1) - 1) * page_size
+    return ListSessionsQuery(filters, page_size, offset, after, scope)
 
 
 def session_detail_query(
@@ -108,18 +115,17 @@ def session_detail_query(
     page_size = _page_size(
         request.page_size, DEFAULT_MESSAGE_PAGE_SIZE, MAX_MESSAGE_PAGE_SIZE, violations
     )
-    query_fingerprint = page_tokens.fingerprint(tenant_id, request.session_id, page_size)
+    scope = page_tokens.messages_scope(tenant_id, request.session_id)
     after = None
     if request.page_token:
-        after = _cursor(
-            request.page_token, page_tokens.KIND_MESSAGES, query_fingerprint, violations
-        )
+        after = _cursor(request.page_token, scope, page_size, violations)
         if after is not None and not _is_message_id(after.key):
-            violations.append(FieldViolation("page_token", "is not a page token"))
+            violations.append(FieldViolation("page_token", page_tokens.NOT_A_PAGE_TOKEN))
     if violations:
         raise invalid_argument(*violations)
+    offset = after.offset if after else 0
     return SessionDetailQuery(
-        request.session_id, page_size, after, query_fingerprint, request.full_content
+        request.session_id, page_size, after, scope, offset, request.full_content
     )
 
 
@@ -192,10 +198,10 @@ def _page_size(value: int, default: int, maximum: int, violations: list[FieldVio
 
 
 def _cursor(
-    token: str, kind: int, query_fingerprint: bytes, violations: list[FieldViolation]
+    token: str, scope: page_tokens.Scope, page_size: int, violations: list[FieldViolation]
 ) -> page_tokens.Cursor | None:
     try:
-        return page_tokens.decode(token, kind=kind, query_fingerprint=query_fingerprint)
+        return page_tokens.decode(token, scope, page_size=page_size)
     except page_tokens.PageTokenError as error:
         violations.append(FieldViolation("page_token", str(error)))
         return None

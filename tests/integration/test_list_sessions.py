@@ -16,7 +16,10 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.data.schema import sessions_table
-from server.transport import errors
+from server.domain.filters import SessionFilters
+from server.domain.time_keys import key_of
+from server.transport import errors, page_tokens
+from tests import forged_tokens
 from tests.factories import BASE_TIME, Factory, dumps, tenant_metadata
 from tests.helpers import failure
 
@@ -112,6 +115,19 @@ async def expect_invalid(
     assert result.code == grpc.StatusCode.INVALID_ARGUMENT
     assert result.reason == errors.REASON_INVALID_ARGUMENT
     assert field in result.field_violations, result.field_violations
+
+
+async def page_token_refusal(
+    stub: pb_grpc.SessionMonitoringStub, tenant: str, **fields: Any
+) -> str:
+    """The description of the page_token violation the call is refused with."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await list_sessions(stub, tenant, **fields)
+    result = failure(raised.value)
+    assert result.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert result.reason == errors.REASON_INVALID_ARGUMENT
+    assert set(result.field_violations) == {"page_token"}, result.field_violations
+    return result.field_violations["page_token"]
 
 
 # --- Session fields ---------------------------------------------------------------------------
@@ -682,7 +698,7 @@ async def test_a_page_token_can_be_replayed_with_the_same_result(
     assert again == once_more
 
 
-async def test_a_page_token_is_refused_with_other_filters_page_size_or_tenant(
+async def test_a_page_token_is_refused_with_other_filters_or_tenant_saying_which(
     stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
 ) -> None:
     window = {
@@ -716,21 +732,115 @@ async def test_a_page_token_is_refused_with_other_filters_page_size_or_tenant(
         "no start": without("start_time"),
         "other end": changed(end_time=timestamp(BASE_TIME + timedelta(days=2))),
         "no end": without("end_time"),
-        "bigger page": changed(page_size=3),
-        "smaller page": changed(page_size=1),
-        "default page": without("page_size"),
     }
     for name, fields in variants.items():
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await list_sessions(stub, tenant, page_token=token, **fields)
-        result = failure(raised.value)
-        assert result.code == grpc.StatusCode.INVALID_ARGUMENT, name
-        assert result.reason == errors.REASON_INVALID_ARGUMENT, name
-        assert "page_token" in result.field_violations, name
+        description = await page_token_refusal(stub, tenant, page_token=token, **fields)
+        assert description == page_tokens.OTHER_FILTERS, name
+    assert page_tokens.OTHER_FILTERS.startswith("was issued for other filters: status, start_time")
 
     intruder = other_tenant()
     await factory.sessions(intruder, 6)
-    await expect_invalid(stub, intruder, "page_token", page_token=token, **issued)
+    description = await page_token_refusal(stub, intruder, page_token=token, **issued)
+    assert description == page_tokens.OTHER_TENANT == "was issued for another tenant"
+
+
+async def test_a_page_token_is_accepted_with_another_page_size_and_continues_after_its_row(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    expected = await factory.sessions(tenant, 12)
+    issued: dict[str, Any] = {"status": pb.SESSION_STATUS_ACTIVE, "page_size": 2}
+    token = (await list_sessions(stub, tenant, **issued)).next_page_token
+    # AIP-158: only the filters and the tenant must match. Offset 2 is on page 3 at size 1,
+    # page 1 at the default 20.
+    for page_size, page in ((3, 1), (1, 3), (2, 2), (0, 1), (100, 1)):
+        fields = {**issued, "page_size": page_size}
+        response = await list_sessions(stub, tenant, page_token=token, **fields)
+        size = page_size or 20
+        assert ids(response) == expected[2 : 2 + size], page_size
+        assert response.pagination == pb.Pagination(
+            page=page, page_size=size, total=12, total_pages=-(-12 // size)
+        ), page_size
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        pytest.param([10, 3, 3, 7, 1, 100], id="shrinking-then-growing"),
+        pytest.param([1, 2, 5, 5, 100], id="growing"),
+        pytest.param([7, 7, 20, 1, 1, 7, 3], id="misaligned"),
+    ],
+)
+async def test_changing_page_size_mid_walk_visits_every_session_once_in_order(
+    stub: pb_grpc.SessionMonitoringStub, engine: AsyncEngine, tenant: str, sizes: list[int]
+) -> None:
+    # Groups of three sessions share a created time, so pages often end inside a tie.
+    rows = [(f"s-{i:05d}", BASE_TIME + timedelta(minutes=i // 3)) for i in range(137)]
+    await insert_sessions(engine, tenant, rows)
+    expected = newest_first(rows)
+
+    walked: list[str] = []
+    token = ""
+    calls = 0
+    while True:
+        size = sizes[min(calls, len(sizes) - 1)]  # the last size until the walk ends
+        response = await list_sessions(stub, tenant, page_size=size, page_token=token)
+        offset = len(walked)
+        assert ids(response) == expected[offset : offset + size], (calls, size)
+        # The page, at this size, that holds the reply's first row.
+        assert response.pagination == pb.Pagination(
+            page=offset // size + 1, page_size=size, total=137, total_pages=-(-137 // size)
+        ), (calls, size)
+        if offset % size == 0:  # aligned: the very page a page number reaches
+            by_number = await list_sessions(stub, tenant, page=offset // size + 1, page_size=size)
+            assert ids(by_number) == ids(response)
+        walked.extend(ids(response))
+        calls += 1
+        token = response.next_page_token
+        if not token:
+            break
+        assert calls < 200, "next_page_token never ran out"
+    assert walked == expected
+    assert len(set(walked)) == 137
+
+
+async def test_page_numbers_after_a_page_size_change_are_the_page_of_the_first_row(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    expected = await factory.sessions(tenant, 40)
+    first = await list_sessions(stub, tenant, page_size=10)
+    assert first.pagination.page == 1
+    # Rows 10-12 (0-based): page 4 at 3 per page holds row 10 (pages of 3: 9-11).
+    second = await list_sessions(stub, tenant, page_size=3, page_token=first.next_page_token)
+    assert ids(second) == expected[10:13]
+    assert (second.pagination.page, second.pagination.total_pages) == (4, 14)
+    # Rows 13-27: page 1 at 15 per page holds row 13.
+    third = await list_sessions(stub, tenant, page_size=15, page_token=second.next_page_token)
+    assert ids(third) == expected[13:28]
+    assert (third.pagination.page, third.pagination.total_pages) == (1, 3)
+    # Rows 28-39: at 4 per page, row 28 opens page 8, the same page as by number.
+    fourth = await list_sessions(stub, tenant, page_size=4, page_token=third.next_page_token)
+    assert ids(fourth) == expected[28:32]
+    assert fourth.pagination.page == 8
+    assert ids(await list_sessions(stub, tenant, page=8, page_size=4)) == ids(fourth)
+
+
+async def test_a_page_token_of_the_previous_release_says_to_start_again(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    expected = await factory.sessions(tenant, 6)
+    # What version 2 returned after the first page of 2: the last row's key, page number 2.
+    filters = SessionFilters(None, None, None, None)
+    old = forged_tokens.version_two(
+        kind=forged_tokens.KIND_SESSIONS,
+        scope=(tenant, filters, 2),
+        micros=key_of(BASE_TIME + timedelta(minutes=4)),
+        page=2,
+        key=expected[1],
+    )
+    description = await page_token_refusal(stub, tenant, page_token=old, page_size=2)
+    assert description == page_tokens.OLDER_VERSION
+    assert "older version" in description
+    assert "start again from the first page" in description
 
 
 @pytest.mark.parametrize(
@@ -741,7 +851,8 @@ async def test_a_page_token_is_refused_with_other_filters_page_size_or_tenant(
 async def test_a_corrupt_page_token_is_an_invalid_page_token(
     stub: pb_grpc.SessionMonitoringStub, tenant: str, token: str
 ) -> None:
-    await expect_invalid(stub, tenant, "page_token", page_token=token)
+    description = await page_token_refusal(stub, tenant, page_token=token)
+    assert description == page_tokens.NOT_A_PAGE_TOKEN == "is not a page token"
 
 
 async def test_a_message_page_token_is_not_a_session_page_token(
@@ -755,7 +866,8 @@ async def test_a_message_page_token_is_not_a_session_page_token(
         metadata=tenant_metadata(tenant),
     )
     assert detail.next_page_token
-    await expect_invalid(stub, tenant, "page_token", page_token=detail.next_page_token)
+    description = await page_token_refusal(stub, tenant, page_token=detail.next_page_token)
+    assert description == page_tokens.OTHER_METHOD == "is a page token of another method"
 
 
 @pytest.mark.parametrize("page", [1, 2])

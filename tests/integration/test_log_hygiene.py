@@ -1,4 +1,5 @@
-"""Log and error hygiene: no content, request text or token in logs or errors; access lines."""
+"""Log and error hygiene: no content, request text or token in logs, none in errors but the
+session id NOT_FOUND names back to its caller; access lines."""
 
 from __future__ import annotations
 
@@ -115,10 +116,16 @@ async def test_no_content_request_text_or_token_reaches_logs_or_errors_for_any_o
         pb.UpdateSessionStatusRequest(session_id="s", status=pb.SESSION_STATUS_CLOSED), metadata=md
     )
 
+    # NOT_FOUND names the session the caller asked for, back to that caller (as Kubernetes
+    # does); the id still reaches no log line.
+    error = await failed(
+        stub.GetSessionDetail(pb.GetSessionDetailRequest(session_id=field), metadata=md)
+    )
+    assert failure(error).reason == errors.REASON_SESSION_NOT_FOUND
+    assert failure(error).message == f'session "{field}" not found'
+    assert_clean_error(error, (content, token))
+
     failures: dict[str, Callable[[], Awaitable[Any]]] = {
-        errors.REASON_SESSION_NOT_FOUND: lambda: stub.GetSessionDetail(
-            pb.GetSessionDetailRequest(session_id=field), metadata=md
-        ),
         errors.REASON_INVALID_ARGUMENT: lambda: stub.GetSessionDetail(
             pb.GetSessionDetailRequest(session_id=f"{field}\x01", page_token=field), metadata=md
         ),
@@ -149,7 +156,7 @@ async def test_no_content_request_text_or_token_reaches_logs_or_errors_for_any_o
 
     access_lines = [r for r in caplog.records if r.name == "server.access"]
     # One access line per call that reached the service (the oversized one never did).
-    assert len(access_lines) == 3 + len(failures) + 1
+    assert len(access_lines) == 3 + 1 + len(failures) + 1
     assert_absent(secrets, rendered(caplog.records))
 
 

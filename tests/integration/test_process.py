@@ -178,3 +178,19 @@ async def test_workers_share_one_port_and_all_stop_on_sigterm(
         if server.process.returncode is None:
             server.process.kill()
             await server.process.wait()
+
+
+_LOG_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR) \S+ ")
+
+
+async def test_a_normal_start_and_shutdown_print_only_the_services_own_log_lines(
+    served: RunningServer,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    served.process.send_signal(signal.SIGTERM)
+    assert await _finish(served) == 0
+    lines = bytes(served.log).splitlines()
+    assert lines
+    # No gRPC C-core lines (`I1201 ... fork_posix.cc ...`), no stray warnings or tracebacks.
+    assert [line for line in lines if not _LOG_LINE.match(line)] == []

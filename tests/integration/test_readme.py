@@ -11,11 +11,13 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from google.protobuf import descriptor_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.data.engine import asyncpg_dsn
 from server.data.migrate import upgrade_to_head
 from server.tools.demo import insert_demo_data
+from server.transport.reflection import documented_files
 from tests.helpers import serving
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -68,6 +70,42 @@ async def test_readme_command_behaves_as_documented(command: str, demo_target: s
     else:
         assert process.returncode == 0, err.decode()
         assert out.strip()
+
+
+def _leading_comment(symbol: str) -> str:
+    """The first line of the proto comment above message or service `symbol`."""
+    file = descriptor_pb2.FileDescriptorProto.FromString(
+        documented_files()["sessionmonitoring/v1/session_monitoring.proto"]
+    )
+    name = symbol.removeprefix(f"{file.package}.")
+    # Paths into FileDescriptorProto: field 4 is message_type, field 6 is service.
+    paths = {(4, index): message.name for index, message in enumerate(file.message_type)}
+    paths.update({(6, index): service.name for index, service in enumerate(file.service)})
+    for location in file.source_code_info.location:
+        path = tuple(location.path)
+        if (
+            len(path) == 2
+            and paths.get((path[0], path[1])) == name
+            and location.leading_comments.strip()
+        ):
+            return location.leading_comments.strip().splitlines()[0]
+    raise AssertionError(f"no comment above {symbol} in the proto")
+
+
+@pytest.mark.parametrize("command", [c for c in readme_session_commands() if " describe " in c])
+async def test_describe_prints_the_protos_comments_through_reflection(
+    command: str, demo_target: str
+) -> None:
+    symbol = command.split(" describe ", 1)[1].split()[0]
+    runnable = command.replace(".venv/bin/grpcurl", str(GRPCURL)).replace(
+        "localhost:50051", demo_target
+    )
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", runnable, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert _leading_comment(symbol) in out.decode()
 
 
 def readme_check_counts_commands() -> list[str]:

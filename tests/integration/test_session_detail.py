@@ -14,7 +14,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.data.schema import messages_table
-from server.transport import errors
+from server.domain.time_keys import key_of
+from server.transport import errors, page_tokens
+from tests import forged_tokens
 from tests.factories import BASE_TIME, Factory, dumps, tenant_metadata
 from tests.helpers import failure
 
@@ -169,6 +171,94 @@ async def test_a_page_ending_exactly_at_the_last_message_has_no_next_token(
     second = await _detail(stub, tenant, "s", page_size=2, page_token=first.next_page_token)
     assert len(second.messages) == 2
     assert second.next_page_token == ""
+
+
+async def test_changing_page_size_mid_walk_visits_every_message_once_in_order(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, engine: AsyncEngine, tenant: str
+) -> None:
+    await factory.session(tenant, "s")
+    await _insert_messages(engine, tenant, "s", 250)
+    expected = await _stored_message_ids(engine, tenant, "s")
+    scope = page_tokens.messages_scope(tenant, "s")
+    sizes = [40, 7, 1, 100, 3, 1000]
+    seen: list[int] = []
+    token = ""
+    for size in sizes:
+        response = await _detail(stub, tenant, "s", page_size=size, page_token=token)
+        assert [m.id for m in response.messages] == expected[len(seen) : len(seen) + size]
+        seen.extend(m.id for m in response.messages)
+        token = response.next_page_token
+        if not token:
+            break
+        # The token counts the messages returned so far, whatever the page sizes were.
+        assert page_tokens.decode(token, scope, page_size=size).offset == len(seen)
+    assert token == ""
+    assert seen == expected
+
+
+async def _detail_token_refusal(
+    stub: pb_grpc.SessionMonitoringStub, tenant: str, session_id: str, token: str
+) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await _detail(stub, tenant, session_id, page_token=token)
+    result = failure(raised.value)
+    assert result.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert result.reason == errors.REASON_INVALID_ARGUMENT
+    assert set(result.field_violations) == {"page_token"}, result.field_violations
+    return result.field_violations["page_token"]
+
+
+async def test_a_message_page_token_is_refused_for_another_session_or_tenant_saying_which(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    for session_id in ("s", "other"):
+        await factory.session(tenant, session_id)
+        for _ in range(3):
+            await factory.message(tenant, session_id)
+    token = (await _detail(stub, tenant, "s", page_size=1)).next_page_token
+    assert token
+    # The same session accepts it, at any page size.
+    assert len((await _detail(stub, tenant, "s", page_size=5, page_token=token)).messages) == 2
+
+    description = await _detail_token_refusal(stub, tenant, "other", token)
+    assert description == page_tokens.OTHER_SESSION == "was issued for another session"
+
+    intruder = f"{tenant}-x"
+    await factory.session(intruder, "s")
+    await factory.message(intruder, "s")
+    description = await _detail_token_refusal(stub, intruder, "s", token)
+    assert description == page_tokens.OTHER_TENANT == "was issued for another tenant"
+
+
+async def test_a_session_list_token_is_a_page_token_of_another_method(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    await factory.sessions(tenant, 3)
+    listed = await stub.ListSessions(
+        pb.ListSessionsRequest(page_size=1), metadata=tenant_metadata(tenant)
+    )
+    assert listed.next_page_token
+    description = await _detail_token_refusal(stub, tenant, "s-00002", listed.next_page_token)
+    assert description == page_tokens.OTHER_METHOD
+
+
+async def test_a_message_page_token_of_the_previous_release_says_to_start_again(
+    stub: pb_grpc.SessionMonitoringStub, factory: Factory, tenant: str
+) -> None:
+    await factory.session(tenant, "s")
+    first = await factory.message(tenant, "s")
+    await factory.message(tenant, "s")
+    # What version 2 returned after a first page of one message.
+    old = forged_tokens.version_two(
+        kind=forged_tokens.KIND_MESSAGES,
+        scope=(tenant, "s", 1),
+        micros=key_of(BASE_TIME),
+        page=2,
+        key=str(first),
+    )
+    description = await _detail_token_refusal(stub, tenant, "s", old)
+    assert description == page_tokens.OLDER_VERSION
+    assert "start again from the first page" in description
 
 
 _GOOD_HIT = {

@@ -240,8 +240,12 @@ async def test_detail_of_another_tenants_session_is_indistinguishable_from_a_mis
     missing = await detail_failure(stub, first, "never-existed")
     assert foreign.code == grpc.StatusCode.NOT_FOUND
     assert foreign.reason == errors.REASON_SESSION_NOT_FOUND
-    assert foreign.message == errors.MESSAGE_SESSION_NOT_FOUND
-    assert foreign == missing
+    assert foreign.message == 'session "only-second" not found'
+    assert foreign.error_metadata == {"session_id": "only-second"}
+    # Nothing but the id it was asked about tells the two apart.
+    assert (foreign.code, foreign.reason) == (missing.code, missing.reason)
+    assert missing.message == 'session "never-existed" not found'
+    assert missing.error_metadata == {"session_id": "never-existed"}
 
 
 async def test_update_of_another_tenants_session_is_not_found_and_changes_nothing(
@@ -257,7 +261,10 @@ async def test_update_of_another_tenants_session_is_not_found_and_changes_nothin
     missing = await update_failure(stub, first, "never-existed")
     assert foreign.code == grpc.StatusCode.NOT_FOUND
     assert foreign.reason == errors.REASON_SESSION_NOT_FOUND
-    assert foreign == missing
+    # Nothing but the id it was asked about tells the two apart.
+    assert foreign.message == 'session "only-second" not found'
+    assert (foreign.code, foreign.reason) == (missing.code, missing.reason)
+    assert missing.message == 'session "never-existed" not found'
     assert await factory.metadata(second, "only-second") == {"owner": "second"}
 
     after = await stub.ListSessions(

@@ -39,10 +39,10 @@ def _bad_request(detail: any_pb2.Any) -> error_details_pb2.BadRequest:
             "bad tenant",
         ),
         (
-            errors.SessionNotFoundError(),
+            errors.session_not_found("s-1"),
             code_pb2.NOT_FOUND,
             errors.REASON_SESSION_NOT_FOUND,
-            errors.MESSAGE_SESSION_NOT_FOUND,
+            'session "s-1" not found',
         ),
         (
             errors.SessionMetadataNotObjectError(),
@@ -74,12 +74,12 @@ def test_each_error_maps_to_its_code_message_and_error_info(
     info = _error_info(detail)
     assert info.reason == reason
     assert info.domain == errors.ERROR_DOMAIN
-    assert dict(info.metadata) == {}
+    assert dict(info.metadata) == dict(error.metadata)
 
 
 def test_status_codes_agree_between_grpc_and_google_rpc() -> None:
     # The interceptor sends error.code to grpc and status.code in the details; they must match.
-    for error in (errors.MissingTenantError(), errors.SessionNotFoundError()):
+    for error in (errors.MissingTenantError(), errors.session_not_found("s")):
         assert errors.to_rpc_status(error).code == error.code.value[0]
 
 
@@ -124,4 +124,23 @@ def test_a_tenant_error_carries_no_bad_request_even_though_it_is_invalid_argumen
 
 
 def test_service_errors_read_as_their_message() -> None:
-    assert str(errors.SessionNotFoundError()) == errors.MESSAGE_SESSION_NOT_FOUND
+    assert str(errors.session_not_found("s-1")) == 'session "s-1" not found'
+
+
+@pytest.mark.parametrize(
+    ("session_id", "shown"),
+    [
+        ("s-1", '"s-1"'),
+        ("x ", '"x "'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("two\nlines", '"two\\nlines"'),
+        ("back\\slash", '"back\\\\slash"'),
+        ("\x00bell\x07", '"\\u0000bell\\u0007"'),
+        ("日本語", '"日本語"'),
+    ],
+)
+def test_not_found_quotes_the_session_id_with_escapes(session_id: str, shown: str) -> None:
+    error = errors.session_not_found(session_id)
+    assert error.message == f"session {shown} not found"
+    assert "\n" not in error.message
+    assert error.metadata == {"session_id": session_id}

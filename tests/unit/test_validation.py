@@ -17,7 +17,7 @@ from server.domain.filters import SessionFilters
 from server.domain.time_keys import key_of
 from server.transport import page_tokens, validation
 from server.transport.errors import REASON_INVALID_ARGUMENT, FieldViolation, InvalidArgumentError
-from server.transport.page_tokens import KIND_MESSAGES, KIND_SESSIONS, Cursor
+from server.transport.page_tokens import MAX_PAGE, Cursor
 
 TENANT = "tenant-a"
 LAST_ROW_TIME = key_of(datetime(2024, 5, 1, 12, 0, tzinfo=UTC))
@@ -50,20 +50,19 @@ def _update_violations(request: pb.UpdateSessionStatusRequest) -> dict[str, str]
 
 
 def _sessions_token(
-    request: pb.ListSessionsRequest, *, tenant_id: str = TENANT, page: int = 2
+    request: pb.ListSessionsRequest, *, tenant_id: str = TENANT, offset: int = 20
 ) -> str:
-    """A token as the server would issue it after answering `request` for `tenant_id`."""
+    """A token as the server would issue it after answering `request` for `tenant_id`, leading
+    to the page after the first `offset` rows."""
     query = validation.list_sessions_query(request, tenant_id=tenant_id)
-    return page_tokens.encode(
-        Cursor(LAST_ROW_TIME, "s-9", page), kind=KIND_SESSIONS, query_fingerprint=query.fingerprint
-    )
+    return page_tokens.encode(Cursor(LAST_ROW_TIME, "s-9", offset), query.scope)
 
 
-def _messages_token(request: pb.GetSessionDetailRequest, *, key: str = "41") -> str:
+def _messages_token(
+    request: pb.GetSessionDetailRequest, *, key: str = "41", offset: int = 100
+) -> str:
     query = validation.session_detail_query(request, tenant_id=TENANT)
-    return page_tokens.encode(
-        Cursor(LAST_ROW_TIME, key, 2), kind=KIND_MESSAGES, query_fingerprint=query.fingerprint
-    )
+    return page_tokens.encode(Cursor(LAST_ROW_TIME, key, offset), query.scope)
 
 
 def _status(number: int) -> pb.SessionStatus:
@@ -88,7 +87,7 @@ def test_an_empty_list_request_asks_for_the_first_page_of_twenty_unfiltered() ->
     query = validation.list_sessions_query(pb.ListSessionsRequest(), tenant_id=TENANT)
     assert query.page == 1
     assert query.page_size == validation.DEFAULT_PAGE_SIZE == 20
-    assert query.offset == 0
+    assert query.offset == query.skip == 0
     assert query.after is None
     assert query.filters == SessionFilters(None, None, None, None)
 
@@ -98,6 +97,14 @@ def test_page_number_and_size_give_the_row_offset() -> None:
         pb.ListSessionsRequest(page=3, page_size=10), tenant_id=TENANT
     )
     assert (query.page, query.page_size, query.offset) == (3, 10, 20)
+    assert query.skip == 20
+
+
+def test_the_last_page_number_gives_a_row_offset_of_its_own_page() -> None:
+    query = validation.list_sessions_query(
+        pb.ListSessionsRequest(page=MAX_PAGE, page_size=100), tenant_id=TENANT
+    )
+    assert (query.page, query.offset) == (MAX_PAGE, (MAX_PAGE - 1) * 100)
 
 
 @pytest.mark.parametrize("page_size", [1, validation.MAX_PAGE_SIZE])
@@ -258,14 +265,30 @@ def test_a_start_time_that_rounds_past_the_last_representable_microsecond_is_ref
 # --- ListSessions: page tokens -----------------------------------------------------------------
 
 
-def test_a_token_resumes_after_its_cursor_on_the_page_it_names() -> None:
+def test_a_token_resumes_after_its_cursor_on_the_page_its_offset_falls_on() -> None:
     request = pb.ListSessionsRequest(status=pb.SESSION_STATUS_CLOSED, page_size=5)
-    token = _sessions_token(request, page=4)
+    token = _sessions_token(request, offset=15)
     request.page_token = token
     query = validation.list_sessions_query(request, tenant_id=TENANT)
-    assert query.after == Cursor(LAST_ROW_TIME, "s-9", 4)
+    assert query.after == Cursor(LAST_ROW_TIME, "s-9", 15)
     assert query.page == 4
-    assert query.offset == 0
+    assert query.offset == 15
+    # The keyset position says where to resume; nothing is skipped.
+    assert query.skip == 0
+
+
+@pytest.mark.parametrize(
+    ("page_size", "page"),
+    [(5, 4), (1, 16), (3, 6), (4, 4), (15, 2), (16, 1), (100, 1)],
+)
+def test_a_token_is_accepted_at_another_page_size_on_the_page_holding_its_next_row(
+    page_size: int, page: int
+) -> None:
+    # Issued after three pages of 5 (AIP-158: the page size may change, the filters may not).
+    token = _sessions_token(pb.ListSessionsRequest(page_size=5), offset=15)
+    request = pb.ListSessionsRequest(page_size=page_size, page_token=token)
+    query = validation.list_sessions_query(request, tenant_id=TENANT)
+    assert (query.page_size, query.offset, query.page, query.skip) == (page_size, 15, page, 0)
 
 
 def test_a_token_together_with_a_page_number_is_refused() -> None:
@@ -282,14 +305,35 @@ def test_a_token_together_with_a_page_number_is_refused() -> None:
         pytest.param(pb.ListSessionsRequest(channel_type="web"), id="channel_type"),
         pytest.param(pb.ListSessionsRequest(start_time=_ts(1)), id="start_time"),
         pytest.param(pb.ListSessionsRequest(end_time=_ts(1)), id="end_time"),
-        pytest.param(pb.ListSessionsRequest(page_size=21), id="page_size"),
     ],
 )
-def test_a_token_reused_with_other_filters_or_page_size_is_refused(
+def test_a_token_reused_with_other_filters_is_refused_naming_the_filters(
     changed: pb.ListSessionsRequest,
 ) -> None:
     changed.page_token = _sessions_token(pb.ListSessionsRequest())
-    assert set(_list_violations(changed)) == {"page_token"}
+    assert _list_violations(changed) == {"page_token": page_tokens.OTHER_FILTERS}
+
+
+@pytest.mark.parametrize(
+    "issued",
+    [
+        pytest.param(pb.ListSessionsRequest(status=pb.SESSION_STATUS_ACTIVE), id="status"),
+        pytest.param(pb.ListSessionsRequest(channel_type="web"), id="channel_type"),
+        pytest.param(pb.ListSessionsRequest(start_time=_ts(1)), id="start_time"),
+        pytest.param(pb.ListSessionsRequest(end_time=_ts(1)), id="end_time"),
+    ],
+)
+def test_a_token_issued_with_a_filter_is_refused_without_it(issued: pb.ListSessionsRequest) -> None:
+    request = pb.ListSessionsRequest(page_token=_sessions_token(issued))
+    assert _list_violations(request) == {"page_token": page_tokens.OTHER_FILTERS}
+
+
+def test_start_times_that_validate_to_the_same_microsecond_are_the_same_filter() -> None:
+    # The scope is the filters as validated: both round up to 1 s + 1 µs.
+    token = _sessions_token(_with_time("start_time", _ts(1, 1)))
+    request = _with_time("start_time", _ts(1, 999))
+    request.page_token = token
+    assert validation.list_sessions_query(request, tenant_id=TENANT).after is not None
 
 
 def test_an_explicit_default_page_size_matches_a_token_issued_for_page_size_zero() -> None:
@@ -298,18 +342,41 @@ def test_an_explicit_default_page_size_matches_a_token_issued_for_page_size_zero
     assert validation.list_sessions_query(request, tenant_id=TENANT).after is not None
 
 
-def test_a_token_issued_to_another_tenant_is_refused() -> None:
+def test_a_token_issued_to_another_tenant_is_refused_naming_the_tenant() -> None:
     token = _sessions_token(pb.ListSessionsRequest(), tenant_id="tenant-b")
-    assert set(_list_violations(pb.ListSessionsRequest(page_token=token))) == {"page_token"}
+    assert _list_violations(pb.ListSessionsRequest(page_token=token)) == {
+        "page_token": page_tokens.OTHER_TENANT
+    }
 
 
-def test_a_messages_token_is_refused_by_list_sessions() -> None:
+def test_a_messages_token_is_refused_by_list_sessions_as_another_methods() -> None:
     token = _messages_token(pb.GetSessionDetailRequest(session_id="s-1"))
-    assert set(_list_violations(pb.ListSessionsRequest(page_token=token))) == {"page_token"}
+    assert _list_violations(pb.ListSessionsRequest(page_token=token)) == {
+        "page_token": page_tokens.OTHER_METHOD
+    }
 
 
-def test_a_garbage_token_is_refused() -> None:
-    assert set(_list_violations(pb.ListSessionsRequest(page_token=NOT_BASE64))) == {"page_token"}
+def test_a_garbage_token_is_not_a_page_token() -> None:
+    assert _list_violations(pb.ListSessionsRequest(page_token=NOT_BASE64)) == {
+        "page_token": page_tokens.NOT_A_PAGE_TOKEN
+    }
+
+
+def test_a_token_whose_page_number_would_pass_int32_at_this_page_size_is_refused() -> None:
+    # Fine at 100 per page (page 21474837); past page 2**31 - 1 at 1 per page.
+    token = _sessions_token(pb.ListSessionsRequest(), offset=MAX_PAGE * 10)
+    request = pb.ListSessionsRequest(page_size=100, page_token=token)
+    assert validation.list_sessions_query(request, tenant_id=TENANT).page == MAX_PAGE // 10 + 1
+    request.page_size = 1
+    assert _list_violations(request) == {"page_token": page_tokens.PAST_LAST_PAGE}
+
+
+def test_a_token_with_a_bad_page_size_reports_both() -> None:
+    token = _sessions_token(pb.ListSessionsRequest())
+    request = pb.ListSessionsRequest(page_size=-1, page_token=token)
+    assert set(_list_violations(request)) == {"page_size"}
+    request.page_token = NOT_BASE64
+    assert set(_list_violations(request)) == {"page_size", "page_token"}
 
 
 # --- GetSessionDetail ----------------------------------------------------------------------------
@@ -358,27 +425,48 @@ def test_a_session_id_with_control_characters_is_refused(session_id: str) -> Non
 
 def test_a_messages_token_resumes_after_its_cursor() -> None:
     request = pb.GetSessionDetailRequest(session_id="s-1", page_size=10)
-    request.page_token = _messages_token(request, key="41")
+    request.page_token = _messages_token(request, key="41", offset=30)
     query = validation.session_detail_query(request, tenant_id=TENANT)
-    assert query.after == Cursor(LAST_ROW_TIME, "41", 2)
+    assert query.after == Cursor(LAST_ROW_TIME, "41", 30)
+    assert query.offset == 30
 
 
-def test_a_messages_token_for_another_session_is_refused() -> None:
+def test_a_first_detail_page_starts_at_offset_zero() -> None:
+    request = pb.GetSessionDetailRequest(session_id="s-1")
+    assert validation.session_detail_query(request, tenant_id=TENANT).offset == 0
+
+
+def test_a_messages_token_for_another_session_is_refused_naming_the_session() -> None:
     token = _messages_token(pb.GetSessionDetailRequest(session_id="s-1"))
     request = pb.GetSessionDetailRequest(session_id="s-2", page_token=token)
-    assert set(_detail_violations(request)) == {"page_token"}
+    assert _detail_violations(request) == {"page_token": page_tokens.OTHER_SESSION}
 
 
-def test_a_messages_token_for_another_page_size_is_refused() -> None:
-    token = _messages_token(pb.GetSessionDetailRequest(session_id="s-1"))
-    request = pb.GetSessionDetailRequest(session_id="s-1", page_size=50, page_token=token)
-    assert set(_detail_violations(request)) == {"page_token"}
+def test_a_messages_token_of_another_tenant_is_refused_naming_the_tenant() -> None:
+    request = pb.GetSessionDetailRequest(session_id="s-1")
+    query = validation.session_detail_query(request, tenant_id="tenant-b")
+    request.page_token = page_tokens.encode(Cursor(LAST_ROW_TIME, "41", 2), query.scope)
+    assert _detail_violations(request) == {"page_token": page_tokens.OTHER_TENANT}
 
 
-def test_a_sessions_token_is_refused_by_get_session_detail() -> None:
+@pytest.mark.parametrize("page_size", [1, 50, validation.MAX_MESSAGE_PAGE_SIZE])
+def test_a_messages_token_is_accepted_at_another_page_size(page_size: int) -> None:
+    token = _messages_token(pb.GetSessionDetailRequest(session_id="s-1"), offset=100)
+    request = pb.GetSessionDetailRequest(session_id="s-1", page_size=page_size, page_token=token)
+    query = validation.session_detail_query(request, tenant_id=TENANT)
+    assert (query.page_size, query.offset) == (page_size, 100)
+
+
+def test_a_sessions_token_is_refused_by_get_session_detail_as_another_methods() -> None:
     token = _sessions_token(pb.ListSessionsRequest())
     request = pb.GetSessionDetailRequest(session_id="s-1", page_token=token)
-    assert set(_detail_violations(request)) == {"page_token"}
+    assert _detail_violations(request) == {"page_token": page_tokens.OTHER_METHOD}
+
+
+def test_a_messages_token_whose_offset_would_pass_int32_pages_is_refused() -> None:
+    request = pb.GetSessionDetailRequest(session_id="s-1", page_size=1)
+    request.page_token = _messages_token(request, offset=2**63 - 1)
+    assert _detail_violations(request) == {"page_token": page_tokens.PAST_LAST_PAGE}
 
 
 @pytest.mark.parametrize(
@@ -479,8 +567,8 @@ def test_list_validation_raises_nothing_but_invalid_argument(
     if violations:
         return
     assert 1 <= query.page_size <= validation.MAX_PAGE_SIZE
-    assert query.page >= 1
-    assert query.offset >= 0
+    assert 1 <= query.page <= MAX_PAGE
+    assert 0 <= query.skip <= query.offset
     if query.filters.created_from and query.filters.created_to:
         assert query.filters.created_from <= query.filters.created_to
 

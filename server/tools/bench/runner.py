@@ -15,7 +15,7 @@ import grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
-from server.data.statements import Database
+from server.data.statements import ObservedDatabase
 from server.runner import run_on_fastest_loop
 from server.tools.bench import (
     dataset,
@@ -208,7 +208,7 @@ async def _check(stub: pb_grpc.SessionMonitoringStub, run: ScenarioRun, when: st
 
 async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
     """Each scenario's SQL, recorded from one in-process call (after one to warm the pool)."""
-    database = Database(url, pool_size=1, pool_timeout=10, connect_timeout=10)
+    database = ObservedDatabase(url, pool_size=1, pool_timeout=10, connect_timeout=10)
     await database.open()
     capture = sqlreplay.Capture(database)
     service = SessionMonitoringService(database)

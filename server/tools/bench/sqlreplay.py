@@ -1,9 +1,10 @@
 """The raw-SQL limit: capture the statements one RPC issues, then replay them with plain asyncpg.
 
-Capture runs the servicer in-process on a database built like the server's, observing each
-statement (SQL with `$n` placeholders and its arguments) through
-`server.data.statements.StatementObserver`. Replay sends the same statements with asyncpg, each on
-its own, as the service does (it opens no transactions).
+Capture runs the servicer in-process on an `ObservedDatabase` (the server's Database with an
+observer hook, which serving does without), recording each statement (SQL with `$n`
+placeholders and its arguments) as a `server.data.statements.StatementObserver`. Replay sends
+the same statements with asyncpg, each on its own, as the service does (it opens no
+transactions).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from server.data.engine import asyncpg_dsn
-from server.data.statements import Database
+from server.data.statements import ObservedDatabase
 from server.tools.bench.h2load import percentile
 
 
@@ -32,7 +33,7 @@ class CapturedCall:
 class Capture:
     """Records the SQL a database runs while `record` is running (a StatementObserver)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: ObservedDatabase) -> None:
         self.current: CapturedCall | None = None
         database.observers.append(self)
 
