@@ -15,8 +15,9 @@ DESCRIPTOR_SET := generated/sessionmonitoring/v1/session_monitoring_descriptor_s
 # The last released API: `make lint` fails on a change that breaks its callers.
 API_RELEASE := protos/released/v1.0.0.binpb
 VERSION ?=
+ARGS ?=
 
-.PHONY: help run test lint generate check-generated bench soak migrate clean release-api
+.PHONY: help run test lint generate check-generated bench soak migrate clean release-api psql
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,6 +56,9 @@ check-generated: $(STAMP) ## Fail if generated/ differs from what `make generate
 run: $(GEN_STAMP) ## Serve on 127.0.0.1:50051 (embedded PostgreSQL with demo data unless DATABASE_URL is set)
 	$(BIN)/python -m server.tools seed-demo
 	$(BIN)/python -m server serve
+
+psql: $(GEN_STAMP) ## psql on the embedded database while make run serves, or on DATABASE_URL (ARGS="-c ...")
+	$(BIN)/python -m server.tools psql $(ARGS)
 
 migrate: $(GEN_STAMP) ## Apply database migrations to DATABASE_URL (or the embedded PostgreSQL)
 	$(BIN)/python -m server migrate

@@ -147,8 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"invalid settings: {problems}", file=sys.stderr)
         return EXIT_USAGE
     # gRPC's fork handlers only matter to forked children that use gRPC; workers are spawned,
-    # and the handlers' notice on every fork (the embedded PostgreSQL's) is noise.
+    # and the handlers' notice on every fork (the embedded PostgreSQL's) is noise. C-core logs
+    # bypass Python's logging: keep them to errors, the service's own lines say the rest.
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from server import runner  # deferred: imports grpc and SQLAlchemy only once settings are valid
     from server.observability import configure_logging
 

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -16,13 +17,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 # Imported at runtime behind a `sys.version_info[1]` check that mypy cannot evaluate.
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
 from server.config import Settings
 from server.data import counters
-from server.data.statements import Database
+from server.data.statements import Database, TracedDatabase
 from server.observability import Metrics
+from server.tracing import TRACER_NAME, otlp_tracer_provider
 from server.transport.auth import CallerPolicy
 from server.transport.interceptors import ServiceInterceptor
 from server.transport.reflection import enable_documented_reflection
@@ -56,6 +59,7 @@ class App:
     # Its own connection on the primary: background upkeep never waits for a serving slot.
     maintenance: Database
     fold_interval: float
+    tracer_provider: TracerProvider | None = None  # flushed and shut down on stop
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _serving: dict[str, bool] = field(default_factory=dict, init=False)  # by health name
     _fold_failing: bool = field(default=False, init=False)
@@ -84,6 +88,8 @@ class App:
         await self.server.stop(grace)
         for database in (*self.databases, self.maintenance):
             await database.close()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)
 
     async def fold_counters(self) -> counters.FoldResult | None:
         """Fold the counters' deltas once; None (logged once per outage) when it failed."""
@@ -149,9 +155,16 @@ def create_app(
     read_url: str | None = None,
     policy: CallerPolicy | None = None,
     metrics: Metrics | None = None,
+    tracer_provider: TracerProvider | None = None,
+    database_type: type[Database] = Database,
 ) -> App:
     """A ready-to-start server on `database_url` (and `read_url` for reads) bound as configured;
-    its pools open when it starts and close when it stops."""
+    its pools open when it starts and close when it stops. Tracing is on with
+    `tracer_provider`, or with an OTLP endpoint configured; `database_type` makes the serving
+    pools (tests and the benchmark observe their statements; ignored when tracing)."""
+    if tracer_provider is None and settings.otel_exporter_otlp_endpoint:
+        tracer_provider = otlp_tracer_provider(settings.otel_exporter_otlp_endpoint)
+    tracer = tracer_provider.get_tracer(TRACER_NAME) if tracer_provider else None
     server = grpc.aio.server(
         interceptors=[
             ServiceInterceptor(
@@ -161,6 +174,7 @@ def create_app(
                 access_log=settings.access_log,
                 # They carry no tenant: probes and grpcurl call them without one.
                 tenantless_services=(HEALTH_SERVICE_NAME, reflection.SERVICE_NAME),
+                tracer=tracer,
             )
         ],
         options=[
@@ -170,8 +184,14 @@ def create_app(
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    database = _database(settings, database_url)
-    read_database = _database(settings, read_url) if read_url else None
+
+    def serving_pool(url: str) -> Database:
+        if tracer is not None:
+            return TracedDatabase(url, tracer=tracer, **_pool_options(settings))
+        return database_type(url, **_pool_options(settings))
+
+    database = serving_pool(database_url)
+    read_database = serving_pool(read_url) if read_url else None
     if metrics is not None:
         metrics.watch_pool("primary", database)
         if read_database is not None:
@@ -184,7 +204,7 @@ def create_app(
     enable_documented_reflection(server, (SERVICE_NAME, HEALTH_SERVICE_NAME))
     port = _bind(server, settings)
     databases = (database,) if read_database is None else (database, read_database)
-    maintenance = _database(settings, database_url, pool_size=1)
+    maintenance = Database(database_url, **_pool_options(settings, pool_size=1))
     return App(
         server,
         port,
@@ -193,6 +213,7 @@ def create_app(
         settings.health_check_interval,
         maintenance,
         settings.counter_fold_interval,
+        tracer_provider,
     )
 
 
@@ -271,11 +292,10 @@ async def serve(
         logger.info("stopped")
 
 
-def _database(settings: Settings, url: str, *, pool_size: int | None = None) -> Database:
-    return Database(
-        url,
-        pool_size=pool_size or settings.db_pool_size,
-        pool_timeout=settings.db_pool_timeout,
-        connect_timeout=settings.db_connect_timeout,
-        statement_timeout=settings.default_deadline,
-    )
+def _pool_options(settings: Settings, *, pool_size: int | None = None) -> dict[str, Any]:
+    return {
+        "pool_size": pool_size or settings.db_pool_size,
+        "pool_timeout": settings.db_pool_timeout,
+        "connect_timeout": settings.db_connect_timeout,
+        "statement_timeout": settings.default_deadline,
+    }

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         # require" mode, so mutual TLS here always means "required".
         description="PEM CA bundle for client certificates; enables (required) mutual TLS",
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="OTLP/gRPC collector for traces (http://host:4317): a span per call, its "
+        "SQL statements as children; unset = tracing off",
+    )
     caller_policy_file: FilePath | None = Field(
         None,
         alias="CALLER_POLICY_FILE",

@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from server.app import App, create_app
 from server.config import load_settings
-from server.data.statements import Database, ObservedDatabase
+from server.data.statements import ObservedDatabase
 from server.observability import Metrics
 from server.transport.auth import CallerPolicy
 from server.transport.tenancy import current_tenant
@@ -105,20 +105,6 @@ class StatementLog:
         self.statements.append(sql)
 
 
-def observed(database: Database) -> ObservedDatabase:
-    """`database`, made an ObservedDatabase in place.
-
-    create_app builds plain Databases (serving pays for no observer hook), and the servicer
-    already holds them, so the instance changes class rather than being wrapped or replaced.
-    """
-    if isinstance(database, ObservedDatabase):
-        return database
-    database.__class__ = ObservedDatabase
-    made = cast(ObservedDatabase, database)
-    made.observers = []
-    return made
-
-
 @asynccontextmanager
 async def serving(
     database_url: str,
@@ -141,9 +127,11 @@ async def serving(
         read_url=read_url,
         policy=policy,
         metrics=metrics,
+        database_type=ObservedDatabase,
     )
     for database in app.databases:
-        observers = observed(database).observers
+        assert isinstance(database, ObservedDatabase)
+        observers = database.observers
         observers.append(TENANCY)
         if statements is not None:
             observers.append(StatementLog(statements))

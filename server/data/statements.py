@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import asyncpg
+from opentelemetry.trace import SpanKind, Tracer, get_current_span
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -194,22 +195,8 @@ class ObservedDatabase(Database):
     """A Database that shows each statement to its observers before running it, for tests and
     the benchmark's capture. Serving uses Database itself, whose calls carry no observer hook."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        pool_size: int,
-        pool_timeout: float,
-        connect_timeout: float,
-        statement_timeout: float | None = None,
-    ) -> None:
-        super().__init__(
-            url,
-            pool_size=pool_size,
-            pool_timeout=pool_timeout,
-            connect_timeout=connect_timeout,
-            statement_timeout=statement_timeout,
-        )
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
         self.observers: list[StatementObserver] = []
 
     async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
@@ -218,6 +205,27 @@ class ObservedDatabase(Database):
         for observer in self.observers:
             observer.statement(statement.sql, arguments)
         return await super().fetch(statement, values)
+
+
+class TracedDatabase(Database):
+    """A Database whose statements are spans, children of the call's span, when tracing is on
+    (server.tracing). The statement's text is recorded, never its values."""
+
+    def __init__(self, url: str, *, tracer: Tracer, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._tracer = tracer
+
+    async def fetch(self, statement: Compiled, values: Mapping[str, Any]) -> list[asyncpg.Record]:
+        """Run the statement inside a client span of the current call's (health probes run
+        outside any call: no orphan spans for them)."""
+        if not get_current_span().get_span_context().is_valid:
+            return await super().fetch(statement, values)
+        with self._tracer.start_as_current_span(
+            "postgresql " + statement.sql.split(None, 1)[0].upper(),
+            kind=SpanKind.CLIENT,
+            attributes={"db.system": "postgresql", "db.statement": statement.sql},
+        ):
+            return await super().fetch(statement, values)
 
 
 _PING = Compiled("SELECT 1", (), {})

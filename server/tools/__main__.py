@@ -18,6 +18,7 @@ from server.observability import configure_logging
 from server.runner import database_url
 from server.tools.datagen import DatasetSpec, generate
 from server.tools.demo import seed_demo
+from server.tools.psql import open_psql
 
 EXIT_USAGE = 2
 logger = logging.getLogger("server.tools")
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_database_arguments(data)
     _add_dataset_arguments(data)
+    shell = commands.add_parser(
+        "psql",
+        help="psql on the embedded database while it runs (or on DATABASE_URL); arguments after "
+        "the command go to psql",
+    )
+    _add_database_arguments(shell)
     return parser
 
 
@@ -116,13 +123,18 @@ def _generate_data(settings: Settings, spec: DatasetSpec) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one tool; returns the process exit code."""
-    args = vars(build_parser().parse_args(argv))
+    parsed, extra = build_parser().parse_known_args(argv)
+    if extra and parsed.command != "psql":
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    args = vars(parsed)
     command = args.pop("command")
     location = {name: args.pop(name) for name in ("database_url", "data_dir")}
     settings = load_settings(**{name: value for name, value in location.items() if value})
     configure_logging(level=settings.log_level, log_format=settings.log_format)
     if command == "seed-demo":
         return seed_demo(settings)
+    if command == "psql":
+        return open_psql(settings, extra)
     try:
         spec = DatasetSpec(**args)
     except ValueError as error:

@@ -28,6 +28,7 @@ from server.transport.errors import (
     SessionMetadataNotObjectError,
     session_not_found,
 )
+from server.transport.interceptors import access_log
 from server.transport.tenancy import current_tenant
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -124,6 +125,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     ) -> pb.UpdateSessionStatusResponse:
         tenant_id = current_tenant()
         update = validation.status_update(request)
+        access_log.note(session=update.session_id, status=update.status)
         for attempt in range(1, UPDATE_ATTEMPTS + 1):
             try:
                 row = await self._update_status(tenant_id, update)

@@ -48,6 +48,7 @@ from server.data.engine import create_engine
 from server.data.migrate import upgrade_to_head
 from server.tools.demo import insert_demo_data
 from server.transport.auth import load_policy
+from tests.certs import SERVER_HOST, CertificateAuthority
 from tests.factories import BASE_TIME, Factory
 from tests.helpers import serving
 
@@ -291,6 +292,34 @@ async def test_the_token_of_a_call_overrides_the_clients(
         assert (await client.list_sessions(token=policy_server.token)).pagination.total == 1
         with pytest.raises(UnauthenticatedError):
             await client.list_sessions()
+
+
+async def test_credentials_make_the_channel_mutual_tls(
+    database_url: str, tmp_path: Path, factory: Factory, tenant: str
+) -> None:
+    await factory.sessions(tenant, 1)
+    authority = CertificateAuthority(tmp_path)
+    server, caller = authority.server(), authority.client("caller")
+    mutual_tls: dict[str, Any] = {
+        "tls_cert_file": server.cert_file,
+        "tls_key_file": server.key_file,
+        "tls_client_ca_file": authority.cert_file,
+    }
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=authority.cert_pem,
+        private_key=caller.key_pem,
+        certificate_chain=caller.cert_pem,
+    )
+    async with serving(database_url, **mutual_tls) as app:
+        target = f"{SERVER_HOST}:{app.port}"
+        async with SessionMonitoringClient(
+            target, tenant=tenant, credentials=credentials
+        ) as client:
+            assert (await client.list_sessions()).pagination.total == 1
+        # The same server refuses a plaintext client: the credentials were what made it work.
+        async with SessionMonitoringClient(target, tenant=tenant, deadline=2.0) as plaintext:
+            with pytest.raises(UnavailableError):
+                await plaintext.list_sessions()
 
 
 async def _row_locked_while(

@@ -187,6 +187,25 @@ async def test_the_access_log_records_a_failed_call_with_its_code(
     assert record.__dict__["code"] == "NOT_FOUND"
 
 
+async def test_the_access_log_of_a_status_update_names_the_session_and_the_status(
+    stub: pb_grpc.SessionMonitoringStub,
+    factory: Factory,
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await factory.session(tenant, "s 1")
+    caplog.set_level(logging.INFO, logger="server.access")
+    request_id = f"req-{uuid.uuid4().hex}"
+    await stub.UpdateSessionStatus(
+        pb.UpdateSessionStatusRequest(session_id="s 1", status=pb.SESSION_STATUS_CLOSED),
+        metadata=_with_request_id(tenant, request_id),
+    )
+    [record] = _access_records(caplog, request_id)
+    assert record.__dict__["session"] == "s 1"
+    assert record.__dict__["status"] == "closed"
+    assert record.getMessage().endswith(' session="s 1" status="closed"')
+
+
 async def test_the_access_log_carries_the_generated_request_id_the_caller_received(
     stub: pb_grpc.SessionMonitoringStub, tenant: str, caplog: pytest.LogCaptureFixture
 ) -> None:

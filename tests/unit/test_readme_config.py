@@ -1,4 +1,4 @@
-"""The README's configuration table is exactly what the settings module defines."""
+"""The configuration table of docs/configuration.md is exactly what the settings module defines."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic.fields import FieldInfo
 
 from server.config import Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONFIGURATION = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 START = "<!-- settings-table:start -->\n"
 END = "\n<!-- settings-table:end -->"
 
@@ -41,6 +41,6 @@ def expected_table() -> str:
 
 
 def test_the_readme_configuration_table_matches_the_settings() -> None:
-    table = README.read_text().split(START, 1)[1].split(END, 1)[0]
+    table = CONFIGURATION.read_text().split(START, 1)[1].split(END, 1)[0]
     expected = expected_table()
-    assert table == expected, f"README configuration table is stale; expected:\n{expected}"
+    assert table == expected, f"docs/configuration.md's table is stale; expected:\n{expected}"

@@ -1,9 +1,11 @@
 """The server interceptor of our services. Every call of every method, unary or streaming in
 either direction, runs through one chain of small pieces, composed once per method:
 
-    request id → access log and metrics → error mapping → caller and tenant → deadline → handler
+    request id → tracing → access log and metrics → error mapping → caller and tenant → deadline
+    → handler
 
 - `request_ids`: takes or makes the request id, tags every log line, returns it in the trailers;
+- `tracing`: with tracing on, a span per call that continues the caller's `traceparent`;
 - `access_log`: one access line and one set of metric updates per call, with its final code
   (CANCELLED when the client cancels);
 - `error_mapping`: every exception, raised before the first message or mid-stream, becomes a
@@ -23,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from opentelemetry.trace import Tracer
 
 from server.observability import Metrics
 from server.transport.auth import CallerPolicy
@@ -32,6 +35,7 @@ from server.transport.interceptors.chain import Layer, Method, compose
 from server.transport.interceptors.deadlines import Deadline
 from server.transport.interceptors.error_mapping import ErrorMapping
 from server.transport.interceptors.request_ids import RequestIds
+from server.transport.interceptors.tracing import Tracing
 
 __all__ = ["SERVICE_PREFIX", "Handler", "ServiceInterceptor"]
 
@@ -56,11 +60,13 @@ class ServiceInterceptor(_ServerInterceptor):
         metrics: Metrics | None = None,
         access_log: bool = True,
         tenantless_services: Iterable[str] = (),
+        tracer: Tracer | None = None,
     ) -> None:
         self._entry = RequestIds()
         # Outermost first: the access log sees the code error mapping chose, error mapping sees
         # the caller and tenant refusals, and the deadline bounds the handler alone.
         self._layers: tuple[Layer, ...] = (
+            Tracing(tracer),
             AccessLogAndMetrics(metrics=metrics, access_log=access_log),
             ErrorMapping(),
             CallerAndTenant(policy),

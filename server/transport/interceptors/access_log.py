@@ -6,16 +6,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
 from prometheus_client import Counter
 
 from server.observability import Metrics
-from server.transport.errors import DatabaseBusyError
+from server.transport.errors import DatabaseBusyError, quoted
 from server.transport.interceptors.chain import Call, Context, Method, Next
 
 access_logger = logging.getLogger("server.access")
+_current_call: ContextVar[Call | None] = ContextVar("current_call", default=None)
+
+
+def note(**fields: str) -> None:
+    """Add `fields` (which session, which status: never content) to this call's access line."""
+    call = _current_call.get()
+    if call is not None:
+        call.notes = (*call.notes, *fields.items())
 
 
 class AccessLogAndMetrics:
@@ -36,6 +45,8 @@ class AccessLogAndMetrics:
             started = time.perf_counter()
             if counted is not None:
                 counted.started()
+            if logged is not None:
+                _current_call.set(call)  # the handler runs in this context: it may add notes
             try:
                 return await inner(request, context, call)
             except asyncio.CancelledError:
@@ -86,15 +97,18 @@ class _MethodMetrics:
 
 def _log(method: str, context: Context, call: Call, seconds: float) -> None:
     peer = context.peer()
+    notes = "".join(f" {name}={quoted(value)}" for name, value in call.notes)
     access_logger.info(
-        "%s tenant=%s code=%s %.1fms peer=%s caller=%s",
+        "%s tenant=%s code=%s %.1fms peer=%s caller=%s%s",
         method,
         call.tenant,
         call.code.name,
         seconds * 1000,
         peer,
         call.caller,
+        notes,
         extra={
+            **dict(call.notes),
             "method": method,
             "tenant": call.tenant,
             "code": call.code.name,

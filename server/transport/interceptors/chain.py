@@ -44,7 +44,7 @@ class Call:
     """One call's facts, shared along the chain: each piece sets what it learns (request id,
     caller, tenant, final code and reason) and the access log and metrics report them."""
 
-    __slots__ = ("caller", "code", "metadata", "reason", "request_id", "tenant")
+    __slots__ = ("caller", "code", "metadata", "notes", "reason", "request_id", "tenant")
 
     def __init__(self, metadata: Metadata, request_id: str) -> None:
         self.metadata = metadata
@@ -53,6 +53,7 @@ class Call:
         self.caller = "-"
         self.code = grpc.StatusCode.OK
         self.reason = ""
+        self.notes: tuple[tuple[str, str], ...] = ()  # what the handler adds to the access line
 
 
 class Layer(Protocol):
