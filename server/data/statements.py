@@ -1,15 +1,11 @@
 """Hot-path execution: SQLAlchemy Core statements compiled once for asyncpg, run as asyncpg
 prepared statements on a small stack of asyncpg connections.
 
-Measured per call (BENCHMARKS.md), SQLAlchemy's execution layer cost more CPU than PostgreSQL
-spent answering, and even its pool's checkout and return (greenlet hops, events, reset) cost
-~0.15 ms of a ~1 ms call inside the gRPC server. asyncpg's own pool was next: its acquire and
-release (a proxy object, a future, a shielded task and an idle timer per checkout) cost ~38 µs
-of CPU per call against ~14 µs for the `SELECT 1` itself. So statements are built with
-SQLAlchemy Core, compiled to asyncpg's `$n` form once per shape, and run on connections kept
-here: a bounded number, a bounded wait for one, a fresh connection in place of a closed or
-broken one, and the JSON codecs. Every statement runs on its own (autocommit), so a connection
-goes back as it came, with no reset.
+Hand-written because SQLAlchemy's execution layer and pool, and asyncpg's own pool, each cost
+more CPU per call than PostgreSQL spent answering (BENCHMARKS.md, "Decisions"). Kept here: a
+bounded number of connections, a bounded wait for one, a fresh connection in place of a closed
+or broken one, and the JSON codecs. Every statement runs on its own (autocommit), so a
+connection goes back as it came, with no reset.
 """
 
 from __future__ import annotations

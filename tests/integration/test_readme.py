@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
@@ -10,8 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 from google.protobuf import descriptor_pb2
+from sessionmonitoring.v1 import session_monitoring_pb2 as pb
+from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.data.engine import asyncpg_dsn
@@ -107,6 +111,22 @@ async def test_describe_prints_the_protos_comments_through_reflection(
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
     assert _leading_comment(symbol) in out.decode()
+
+
+async def test_the_readme_detail_example_shows_all_three_kinds_of_trace_entries(
+    demo_target: str,
+) -> None:
+    [command] = [
+        c for c in readme_session_commands() if "/GetSessionDetail" in c and "fails" not in c
+    ]
+    session_id = json.loads(command.split("-d '", 1)[1].split("'", 1)[0])["session_id"]
+    async with grpc.aio.insecure_channel(demo_target) as channel:
+        detail = await pb_grpc.SessionMonitoringStub(channel).GetSessionDetail(
+            pb.GetSessionDetailRequest(session_id=session_id), metadata=(("x-tenant-id", "demo"),)
+        )
+    assert detail.trace.retrieval, "a help-center chunk"
+    assert [tool.status for tool in detail.trace.tools] == [pb.TOOL_CALL_STATUS_ERROR], "its lookup"
+    assert detail.trace.errors, "the error it caused"
 
 
 def readme_check_counts_commands() -> list[str]:
