@@ -348,7 +348,7 @@ async def test_connections_the_database_closed_while_idle_are_replaced_without_f
     async with engine.connect() as conn:
         started = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
     async with _own_server(database_url, db_pool_size=2, health_check_interval=60) as own_stub:
-        # Two calls in flight at once leave two connections idle in the pool.
+        # Two calls in flight at once leave up to two connections idle in the pool.
         await asyncio.gather(
             *(own_stub.ListSessions(request, metadata=tenant_metadata(tenant)) for _ in range(2))
         )
@@ -365,7 +365,8 @@ async def test_connections_the_database_closed_while_idle_are_replaced_without_f
                     {"app": APPLICATION_NAME, "started": started},
                 )
             ).scalar_one()
-        assert terminated == 2
+        # Every connection this server opened (two, or one when the two calls did not overlap).
+        assert terminated in (1, 2)
         await asyncio.sleep(0.2)  # the closed sockets are noticed by the event loop
         for _ in range(3):
             listed = await own_stub.ListSessions(request, metadata=tenant_metadata(tenant))
