@@ -34,9 +34,10 @@ def _clamped(total: str) -> str:
 
 
 def _fold(deltas: str, counters: str, key: str) -> Compiled:
-    """One statement moving up to :batch committed deltas into their counters. Each table pair
-    is folded on its own, locking the deltas before the counters, as the TRUNCATE triggers do,
-    so a fold and a TRUNCATE never deadlock."""
+    """One statement moving up to :batch committed deltas into their counters, each table pair
+    on its own. A writer's TRUNCATE of a chat table truncates these two tables too (migration
+    0004) and can deadlock with a fold in flight; PostgreSQL then aborts one of them, and a
+    folder that lost retries at its next round (App.fold_counters)."""
     return compile_statement(
         text(
             f"""
