@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 
 from server.config import Settings
-from server.data import counters
+from server.data import change_log, counters
 from server.data.statements import Database, TracedDatabase
 from server.observability import Metrics
 from server.tracing import TRACER_NAME, otlp_tracer_provider
@@ -30,6 +31,8 @@ from server.transport.auth import CallerPolicy
 from server.transport.interceptors import ServiceInterceptor
 from server.transport.reflection import enable_documented_reflection
 from server.transport.servicer import SessionMonitoringService
+from server.transport.watch_feed import ChangeFeed
+from server.transport.watch_stream import Watcher, WatchSettings
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # replica. WRITES_HEALTH_NAME: UpdateSessionStatus can be served, i.e. the primary answers.
 WRITES_HEALTH_NAME = f"{SERVICE_NAME}/UpdateSessionStatus"
 _PROBE_TIMEOUT = 2.0
+PRUNE_INTERVAL = 10.0  # seconds between prunes of the change log
 
 
 class StartupError(RuntimeError):
@@ -59,6 +63,8 @@ class App:
     # Its own connection on the primary: background upkeep never waits for a serving slot.
     maintenance: Database
     fold_interval: float
+    feed: ChangeFeed
+    watch_retention: float
     tracer_provider: TracerProvider | None = None  # flushed and shut down on stop
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _serving: dict[str, bool] = field(default_factory=dict, init=False)  # by health name
@@ -67,8 +73,9 @@ class App:
     async def start(self) -> None:
         """Start serving; health follows the database from the first probe on, and the
         counters' deltas are folded every `fold_interval` seconds."""
-        for database in (*self.databases, self.maintenance):
+        for database in (*self.databases, self.maintenance, self.feed.database):
             await database.open()
+        await self.feed.start()
         await self.server.start()
         await self.check_database()
         self._tasks = [
@@ -85,8 +92,9 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._set_serving(dict.fromkeys(self._serving, False))
+        await self.feed.close()  # watch streams end now, each with a last bookmark
         await self.server.stop(grace)
-        for database in (*self.databases, self.maintenance):
+        for database in (*self.databases, self.maintenance, self.feed.database):
             await database.close()
         if self.tracer_provider is not None:
             await asyncio.to_thread(self.tracer_provider.shutdown)
@@ -128,9 +136,14 @@ class App:
             await self.check_database()
 
     async def _fold_forever(self) -> None:
+        pruned_at = 0.0
         while True:
             await asyncio.sleep(self.fold_interval)
             await self.fold_counters()
+            if time.monotonic() - pruned_at >= PRUNE_INTERVAL:
+                pruned_at = time.monotonic()
+                with contextlib.suppress(Exception):  # the next round retries
+                    await change_log.prune(self.maintenance, retention=self.watch_retention)
 
     async def _set_serving(self, serving: dict[str, bool]) -> None:
         for name, now in serving.items():
@@ -196,15 +209,31 @@ def create_app(
         metrics.watch_pool("primary", database)
         if read_database is not None:
             metrics.watch_pool("replica", read_database)
+    # The watch reads the primary: the log's positions and the snapshots in list tokens are
+    # the primary's (a replica's page snapshot names the same transactions).
+    feed = ChangeFeed(
+        Database(database_url, **_pool_options(settings, pool_size=1), role="watch"),
+        database_url,
+        poll_interval=settings.watch_poll_interval,
+    )
+    watcher = Watcher(
+        feed,
+        database,
+        WatchSettings(
+            buffer=settings.watch_buffer,
+            bookmark_interval=settings.watch_bookmark_interval,
+            max_age=settings.watch_max_age,
+        ),
+    )
     pb_grpc.add_SessionMonitoringServicer_to_server(
-        SessionMonitoringService(database, read_database=read_database), server
+        SessionMonitoringService(database, read_database=read_database, watcher=watcher), server
     )
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_documented_reflection(server, (SERVICE_NAME, HEALTH_SERVICE_NAME))
     port = _bind(server, settings)
     databases = (database,) if read_database is None else (database, read_database)
-    maintenance = Database(database_url, **_pool_options(settings, pool_size=1))
+    maintenance = Database(database_url, **_pool_options(settings, pool_size=1), role="folder")
     return App(
         server,
         port,
@@ -213,6 +242,8 @@ def create_app(
         settings.health_check_interval,
         maintenance,
         settings.counter_fold_interval,
+        feed,
+        settings.watch_retention,
         tracer_provider,
     )
 

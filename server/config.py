@@ -101,10 +101,41 @@ class Settings(BaseSettings):
         description="seconds between database probes that drive grpc.health.v1 status",
     )
     counter_fold_interval: float = Field(
-        1.0,
+        0.02,
         gt=0,
         alias="COUNTER_FOLD_INTERVAL",
-        description="seconds between folds of the writers' count deltas into the counters",
+        description="seconds between folds of the writers' changes into the counters and the "
+        "watch's change log (a watch event is at most this late)",
+    )
+    watch_retention: float = Field(
+        3600.0,
+        gt=0,
+        alias="WATCH_RETENTION",
+        description="seconds of change history kept: a watch resumes from a token this old",
+    )
+    watch_bookmark_interval: float = Field(
+        15.0,
+        gt=0,
+        alias="WATCH_BOOKMARK_INTERVAL",
+        description="seconds without an event after which a watch stream gets a BOOKMARK",
+    )
+    watch_max_age: float = Field(
+        1800.0,
+        gt=0,
+        alias="WATCH_MAX_AGE",
+        description="seconds after which a watch stream ends (OK, after a last BOOKMARK)",
+    )
+    watch_buffer: int = Field(
+        1000,
+        ge=1,
+        alias="WATCH_BUFFER",
+        description="changes a watch stream may fall behind before it ends RESOURCE_EXHAUSTED",
+    )
+    watch_poll_interval: float = Field(
+        1.0,
+        gt=0,
+        alias="WATCH_POLL_INTERVAL",
+        description="seconds between reads of the change log when no NOTIFY woke the reader",
     )
     tls_cert_file: FilePath | None = Field(
         None, alias="TLS_CERT_FILE", description="PEM server certificate chain; enables TLS"

@@ -44,6 +44,7 @@ TENANT_TABLES = frozenset(
         "chat_session_count_deltas",
         "chat_session_message_counts",
         "chat_message_count_deltas",
+        "chat_session_changes",
     }
 )
 _TENANT_ID = "tenant_id"

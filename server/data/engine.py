@@ -44,14 +44,17 @@ def create_engine(
     )
 
 
-def server_settings(statement_timeout: float | None = None) -> dict[str, str]:
-    """Session settings every connection of ours starts with.
+def server_settings(
+    statement_timeout: float | None = None, *, role: str | None = None
+) -> dict[str, str]:
+    """Session settings every connection of ours starts with; `role` names a background
+    connection in pg_stat_activity's application_name (`sessionmonitoring/folder`, ...).
 
     `statement_timeout` is PostgreSQL's own backstop: a statement that outlives every call
     deadline is cancelled by the server even if the client side never gets to cancel it.
     """
     settings = {
-        "application_name": APPLICATION_NAME,
+        "application_name": APPLICATION_NAME if role is None else f"{APPLICATION_NAME}/{role}",
         # When a call's deadline passes, its connection is discarded mid-query; asyncpg's cancel
         # request can lose that race, and a backend waiting on a lock would wait on. This makes
         # PostgreSQL (14+; we require 15+) notice the closed socket within half a second and

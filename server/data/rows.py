@@ -49,3 +49,13 @@ class MessageRow:
     content: str | None
     metadata: Any
     created_key: int
+
+
+@dataclass(frozen=True, slots=True)
+class WatchStart:
+    """Where the change log stood in a read's snapshot: its epoch, last position, and the
+    snapshot itself (pg_current_snapshot() as text)."""
+
+    epoch: int
+    position: int
+    snapshot: str

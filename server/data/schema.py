@@ -11,7 +11,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    CHAR,
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -27,8 +29,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import UserDefinedType
 
 from server.data.status_sql import displayed_status
+
+
+class XID8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (SQLAlchemy has no type for it)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        """The type's name in DDL."""
+        return "xid8"
 
 
 class Base(DeclarativeBase):
@@ -121,12 +134,29 @@ session_counts_table = Table(
     Index("ix_chat_session_counts_zero", "tenant_id", "day", postgresql_where=text("n = 0")),
 )
 
+
 # Changes to session_counts not folded yet, appended by the writers' triggers. No key: an
 # insert never waits for another writer. One index, for the readers (migration 0004 says why).
+def _change_columns() -> tuple[Column[Any], ...]:
+    """What a delta row says about the change behind it (migration 0005): `op` (I, U, D, T;
+    NULL on rows appended before 0005), the writer's transaction and the order it was made in."""
+    return (
+        Column("op", CHAR(1)),
+        Column("xid", XID8, server_default=text("pg_current_xact_id()")),
+        Column("seq", BigInteger, server_default=text("nextval('chat_change_seq')")),
+    )
+
+
 session_count_deltas_table = Table(
     "chat_session_count_deltas",
     Base.metadata,
     *_bucket_columns(),
+    *_change_columns(),
+    # The session after the change (before it, for a delete or the old half of a move).
+    Column("session_id", String(255)),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+    Column("metadata", JSONB(none_as_null=True)),
     Index("ix_chat_session_count_deltas_tenant", "tenant_id", "day"),
 )
 
@@ -153,7 +183,49 @@ message_count_deltas_table = Table(
     Column("tenant_id", String(128), nullable=False),
     Column("session_id", String(255), nullable=False),
     Column("n", BigInteger, nullable=False),
+    *_change_columns(),
+    Column("message_id", BigInteger),
+    Column("role", String(32)),
+    Column("created_at", DateTime(timezone=True)),
     Index("ix_chat_message_count_deltas_session", "tenant_id", "session_id"),
+)
+
+# The watch's history: every change the folder moved, at its position (server.data.counters).
+# A session change carries the session's state before (`existed`, old status and channel: what
+# filters need to tell "stopped matching") and after (or its last state when removed).
+session_changes_table = Table(
+    "chat_session_changes",
+    Base.metadata,
+    Column("position", BigInteger, primary_key=True),
+    Column("xid", BigInteger, nullable=False),
+    Column("committed_at", DateTime(timezone=True), nullable=False),
+    Column("tenant_id", String(128), nullable=False),  # '' on a TRUNCATE (every tenant)
+    Column("session_id", String(255), nullable=False),
+    Column("kind", CHAR(1), nullable=False),  # A added, U updated, R removed, M message, T reset
+    Column("existed", Boolean, nullable=False),
+    Column("old_status", Text),
+    Column("old_channel_type", String(255)),
+    Column("exists", Boolean, nullable=False),
+    Column("status", Text),
+    Column("channel_type", String(255)),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+    Column("metadata", JSONB(none_as_null=True)),
+    Column("message_id", BigInteger),
+    Column("message_role", String(32)),
+    Column("message_created_at", DateTime(timezone=True)),
+    Index("ix_chat_session_changes_session", "tenant_id", "session_id", "position"),
+)
+
+# One row: the log's epoch (tokens of a log made again are told apart), its last position, and
+# the oldest position a watch may resume from (raised by pruning and by a TRUNCATE).
+change_log_state_table = Table(
+    "chat_change_log_state",
+    Base.metadata,
+    Column("only", Boolean, primary_key=True, server_default=text("true")),
+    Column("epoch", BigInteger, nullable=False),
+    Column("last_position", BigInteger, nullable=False),
+    Column("oldest_resumable", BigInteger, nullable=False),
 )
 
 

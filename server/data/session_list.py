@@ -47,8 +47,9 @@ from server.data.expressions import (
     session_fields,
     time_of_key,
 )
-from server.data.rows import SessionRow
+from server.data.rows import SessionRow, WatchStart
 from server.data.schema import (
+    change_log_state_table,
     message_count_deltas_table,
     session_count_deltas_table,
     session_counts_table,
@@ -62,6 +63,7 @@ from server.domain.filters import Position, SessionFilters
 _s = sessions_table.c
 _dn = message_count_deltas_table.c
 _TENANT = bindparam("tenant_id", type_=_s.tenant_id.type)
+_log = change_log_state_table.c
 
 
 def _bucket_rows(table: Any) -> Select[Any]:
@@ -269,11 +271,17 @@ def _page_statement(
 ) -> Compiled:
     parts = _count_parts(shape, days, edges, seek).cte("parts")
     total = clamped_count(func.coalesce(func.sum(parts.c.n), number(0)))
-    totals = select(total.label("total")).subquery("totals")
+    # Where the change log stands in this very snapshot: the page's watch token.
+    totals = select(
+        total.label("total"),
+        select(_log.epoch).scalar_subquery().label("watch_epoch"),
+        select(_log.last_position).scalar_subquery().label("watch_position"),
+        cast(func.pg_current_snapshot(), Text).label("watch_snapshot"),
+    ).subquery("totals")
     page = _page_select(shape, after=after, seek=_seek(parts) if seek else None).subquery("page")
     # The LEFT JOIN keeps the total when the page is empty.
     return compile_statement(
-        select(totals.c.total, *page.c)
+        select(*totals.c, *page.c)
         .select_from(totals.outerjoin(page, true()))
         .order_by(page.c.created_key.desc(), page.c.session_id.desc())
     )
@@ -296,6 +304,15 @@ def _params(tenant_id: str, filters: SessionFilters, count_plan: CountPlan) -> d
     return params
 
 
+@dataclass(frozen=True, slots=True)
+class ListedPage:
+    """A page of sessions, the exact total, and where the change log stood in its snapshot."""
+
+    total: int
+    rows: list[SessionRow]
+    watch: WatchStart
+
+
 async def list_page(
     database: Database,
     *,
@@ -305,7 +322,7 @@ async def list_page(
     after: Position | None,
     offset: int,
     limit: int,
-) -> tuple[int, list[SessionRow]]:
+) -> ListedPage:
     """The exact total and a page of the tenant's matching sessions, newest first: after the
     keyset position `after`, else from row `offset` on."""
     statement = _page_statement(
@@ -320,6 +337,8 @@ async def list_page(
     if after is not None:
         params.update(after_created_key=after.created_key, after_key=after.key)
     rows = await database.fetch(statement, params)
-    total = rows[0]["total"] if rows else 0
-    # An empty page is one row holding the total alone.
-    return total, [SessionRow.of(row) for row in rows if row["session_id"] is not None]
+    first = rows[0]  # an empty page is one row holding the total and the log's state alone
+    watch = WatchStart(first["watch_epoch"], first["watch_position"], first["watch_snapshot"])
+    return ListedPage(
+        first["total"], [SessionRow.of(row) for row in rows if row["session_id"] is not None], watch
+    )

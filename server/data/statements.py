@@ -11,8 +11,9 @@ connection goes back as it came, with no reset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -81,12 +82,13 @@ class Database:
         pool_timeout: float,
         connect_timeout: float,
         statement_timeout: float | None = None,
+        role: str | None = None,
     ) -> None:
         self._dsn = asyncpg_dsn(url)
         self.pool_size = pool_size
         self._pool_timeout = pool_timeout
         self._connect_timeout = connect_timeout
-        self._server_settings = server_settings(statement_timeout)
+        self._server_settings = server_settings(statement_timeout, role=role)
         self._open = False
         self._idle: list[asyncpg.Connection] = []
         # Waiting for a connection slot is bounded by the pool timeout, connecting by the connect
@@ -144,6 +146,26 @@ class Database:
                 raise
             self._checkin(connection)
             return rows
+        finally:
+            self._in_use -= 1
+            self._slots.release()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """One connection for a few statements that must share it (a transaction); it is
+        closed rather than reused when the block fails or is cancelled."""
+        if not self._open:
+            raise RuntimeError("Database.open() was not awaited")
+        await self._take_slot()
+        self._in_use += 1
+        try:
+            connection = await self._checkout()
+            try:
+                yield connection
+            except BaseException:
+                connection.terminate()
+                raise
+            self._checkin(connection)
         finally:
             self._in_use -= 1
             self._slots.release()

@@ -29,6 +29,8 @@ REASON_TENANT_NOT_ALLOWED = "TENANT_NOT_ALLOWED"
 REASON_DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
 REASON_CONFLICT = "CONFLICT"
 REASON_INTERNAL = "INTERNAL"
+REASON_WATCH_TOKEN_EXPIRED = "WATCH_TOKEN_EXPIRED"  # noqa: S105 -- a reason, not a secret
+REASON_WATCH_TOO_SLOW = "WATCH_TOO_SLOW"
 
 MESSAGE_MISSING_TENANT_ID = "the x-tenant-id metadata is required"
 MESSAGE_INVALID_ARGUMENT = "the request has invalid fields"
@@ -186,6 +188,29 @@ class InternalError(ServiceError):
     message: str = MESSAGE_INTERNAL
     code = grpc.StatusCode.INTERNAL
     reason = REASON_INTERNAL
+
+
+@dataclass
+class WatchTokenExpiredError(ServiceError):
+    """Raised when a watch cannot resume where its token points: the changes after it were
+    pruned (older than the retention window) or the tables were truncated since."""
+
+    message: str = (
+        "the watch token is older than the change history kept: list again, then watch from "
+        "the list's watch_token"
+    )
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = REASON_WATCH_TOKEN_EXPIRED
+
+
+@dataclass
+class WatchTooSlowError(ServiceError):
+    """Raised when a stream's client fell so far behind that its buffer filled; metadata
+    `resume_token` resumes right after the last event it was sent."""
+
+    message: str = "the client fell too far behind the changes; resume from resume_token"
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = REASON_WATCH_TOO_SLOW
 
 
 def invalid_argument(*violations: FieldViolation) -> InvalidArgumentError:

@@ -91,12 +91,12 @@ class Scope:
 def sessions_scope(tenant_id: str, filters: SessionFilters) -> Scope:
     """The scope of ListSessions tokens: the tenant and every filter (not the page size)."""
     query = (filters.status, filters.created_from, filters.created_to, filters.channel_type)
-    return Scope(KIND_SESSIONS, _digest(tenant_id), _digest(*query))
+    return Scope(KIND_SESSIONS, digest(tenant_id), digest(*query))
 
 
 def messages_scope(tenant_id: str, session_id: str) -> Scope:
     """The scope of GetSessionDetail tokens: the tenant and the session (not the page size)."""
-    return Scope(KIND_MESSAGES, _digest(tenant_id), _digest(session_id))
+    return Scope(KIND_MESSAGES, digest(tenant_id), digest(session_id))
 
 
 def page_of(offset: int, page_size: int) -> int:
@@ -155,5 +155,6 @@ def _is_old_token(raw: bytes) -> bool:
     )
 
 
-def _digest(*parts: object) -> bytes:
+def digest(*parts: object) -> bytes:
+    """A short digest of `parts`, binding a token to what it was issued for."""
     return hashlib.sha256(repr(parts).encode()).digest()[:_DIGEST_BYTES]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -22,7 +23,7 @@ from server.data.session_list import list_page
 from server.data.statements import Database
 from server.data.status_update import set_session_status
 from server.domain import counting
-from server.transport import convert, detail_reply, page_tokens, validation
+from server.transport import convert, detail_reply, page_tokens, validation, watch_stream
 from server.transport.errors import (
     ConflictError,
     SessionMetadataNotObjectError,
@@ -30,6 +31,7 @@ from server.transport.errors import (
 )
 from server.transport.interceptors import access_log
 from server.transport.tenancy import current_tenant
+from server.transport.watch_stream import Watcher
 
 Context = grpc.aio.ServicerContext[Any, Any]
 logger = logging.getLogger(__name__)
@@ -43,10 +45,13 @@ UPDATE_ATTEMPTS = 3
 class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     """Lists, inspects and updates the calling tenant's chat sessions."""
 
-    def __init__(self, database: Database, *, read_database: Database | None = None) -> None:
+    def __init__(
+        self, database: Database, *, read_database: Database | None = None, watcher: Watcher
+    ) -> None:
         self._database = database
         # Reads go to the replica when there is one; writes (and their read-back) never do.
         self._read_database = read_database or database
+        self._watcher = watcher
 
     async def ListSessions(
         self, request: pb.ListSessionsRequest, context: Context
@@ -60,7 +65,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         # One row more than the page tells whether another page follows. Counts and rows come
         # from one statement, so from one snapshot: the total always agrees with the page.
         limit = query.page_size + 1
-        total, rows = await list_page(
+        listed = await list_page(
             self._read_database,
             tenant_id=tenant_id,
             filters=filters,
@@ -69,6 +74,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
             offset=query.skip,
             limit=limit,
         )
+        total, rows = listed.total, listed.rows
         next_page_token = ""
         if len(rows) > query.page_size:
             rows = rows[: query.page_size]
@@ -85,6 +91,7 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
                 total_pages=-(-total // query.page_size),
             ),
             next_page_token=next_page_token,
+            watch_token=watch_stream.list_watch_token(tenant_id, filters, listed.watch),
         )
         sessions = response.sessions
         for row in rows:
@@ -141,6 +148,14 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
                 convert.fill_session(response.session, row)
                 return response
         raise AssertionError("unreachable: the loop returns or raises")
+
+    async def WatchSessions(
+        self, request: pb.WatchSessionsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchSessionsResponse]:
+        tenant_id = current_tenant()
+        query = validation.watch_query(request, tenant_id=tenant_id)
+        async for response in self._watcher.stream(query, tenant_id):
+            yield response
 
     async def _update_status(self, tenant_id: str, update: validation.StatusUpdate) -> SessionRow:
         # One atomic statement: no transaction around it, which would cost two round trips more.

@@ -13,7 +13,8 @@ from google.protobuf import timestamp_pb2
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 
 from server.domain.filters import SessionFilters
-from server.transport import page_tokens
+from server.domain.watch import WatchFilters
+from server.transport import page_tokens, watch_tokens
 from server.transport.convert import STATUS_TO_STORED
 from server.transport.errors import FieldViolation, invalid_argument
 
@@ -145,6 +146,44 @@ def status_update(request: pb.UpdateSessionStatusRequest) -> StatusUpdate:
         raise invalid_argument(*violations)
     assert stored is not None  # narrowed by the violation check above
     return StatusUpdate(request.session_id, stored)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchQuery:
+    """A validated WatchSessions call: the filters, where to start, and the tokens' scope."""
+
+    filters: WatchFilters
+    start: watch_tokens.WatchPoint | None  # None: now (or after the initial set)
+    send_initial: bool
+    scope: watch_tokens.WatchScope
+
+
+def watch_query(request: pb.WatchSessionsRequest, *, tenant_id: str) -> WatchQuery:
+    """Validate a WatchSessionsRequest for `tenant_id`."""
+    violations: list[FieldViolation] = []
+    stored = _filter_status(request.status, violations)
+    channel_type = None
+    if request.HasField("channel_type"):
+        channel_type = request.channel_type
+        _check_text("channel_type", channel_type, CHANNEL_TYPE_MAX_LENGTH, violations)
+    session_id = request.session_id or None
+    if session_id is not None:
+        _check_session_id(session_id, violations)
+    filters = WatchFilters(stored, channel_type, session_id)
+    scope = watch_tokens.watch_scope(tenant_id, filters)
+    start = None
+    if request.resume_token:
+        if request.send_initial:
+            violations.append(
+                FieldViolation("send_initial", "must be false when resume_token is set")
+            )
+        try:
+            start = watch_tokens.decode(request.resume_token, scope)
+        except watch_tokens.WatchTokenError as error:
+            violations.append(FieldViolation("resume_token", str(error)))
+    if violations:
+        raise invalid_argument(*violations)
+    return WatchQuery(filters, start, request.send_initial, scope)
 
 
 def _filter_status(value: int, violations: list[FieldViolation]) -> str | None:

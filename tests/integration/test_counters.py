@@ -233,6 +233,55 @@ async def test_truncate_of_either_table_empties_its_counters(private_database_ur
         await connection.close()
 
 
+async def _wait_for_lock_wait(observer: asyncpg.Connection) -> None:
+    """Until some backend of this database waits for a lock."""
+    for _ in range(200):
+        waiting = await observer.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the TRUNCATE never waited")
+
+
+@pytest.mark.parametrize(
+    ("truncated", "first", "second"),
+    [
+        ("chat_sessions CASCADE", "chat_session_count_deltas", "chat_session_counts"),
+        ("chat_messages", "chat_message_count_deltas", "chat_session_message_counts"),
+    ],
+)
+async def test_a_writers_truncate_waits_for_a_fold_in_flight_instead_of_deadlocking(
+    private_database_url: str, truncated: str, first: str, second: str
+) -> None:
+    """A fold holding its lock and one table while a writer's TRUNCATE starts: under 0004 the
+    trigger locked the other table and the two deadlocked; now the trigger waits for the fold
+    lock before any table."""
+    await asyncio.to_thread(upgrade_to_head, private_database_url)
+    dsn = asyncpg_dsn(private_database_url)
+    folder, writer = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        await writer.execute(INSERT_SESSION, "t", "s", BASE_TIME)
+        await writer.execute(INSERT_MESSAGE, "t", "s", BASE_TIME)
+        async with folder.transaction():
+            assert await folder.fetchval(
+                "SELECT pg_try_advisory_xact_lock($1)", counters.FOLD_LOCK_KEY
+            )
+            await folder.execute(f"LOCK TABLE {first} IN ROW EXCLUSIVE MODE")
+            truncate = asyncio.create_task(writer.execute(f"TRUNCATE {truncated}"))
+            await _wait_for_lock_wait(folder)
+            await folder.execute(f"LOCK TABLE {second} IN ROW EXCLUSIVE MODE")
+            await folder.execute(f"DELETE FROM {first}")  # noqa: S608 -- a test's table name
+        await asyncio.wait_for(truncate, 10)  # raises DeadlockDetectedError under 0004
+        async with opened(private_database_url) as database:
+            await assert_exact(database, None)
+    finally:
+        await folder.close()
+        await writer.close()
+
+
 async def test_a_writer_role_without_grants_on_our_tables_writes_with_any_search_path(
     private_database_url: str,
 ) -> None:

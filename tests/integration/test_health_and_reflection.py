@@ -59,7 +59,7 @@ async def test_reflection_lists_the_service_health_and_reflection(
     assert "grpc.reflection.v1alpha.ServerReflection" in names
 
 
-async def test_reflection_describes_the_three_rpcs_of_the_service(
+async def test_reflection_describes_the_four_rpcs_of_the_service(
     raw_channel: grpc.aio.Channel,
 ) -> None:
     response = await _reflect(
@@ -76,4 +76,5 @@ async def test_reflection_describes_the_three_rpcs_of_the_service(
         "ListSessions",
         "GetSessionDetail",
         "UpdateSessionStatus",
+        "WatchSessions",
     }

@@ -26,17 +26,19 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-sessionmonitoring/v1/session_monitoring.proto\x12\x14sessionmonitoring.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32#.sessionmonitoring.v1.SessionStatus\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\x06 \x01(\x03\x12\x19\n\x0c\x63hannel_type\x18\x07 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nraw_status\x18\t \x01(\tB\x0f\n\r_channel_type\"Q\n\nPagination\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x13\n\x0btotal_pages\x18\x04 \x01(\x03\"\x89\x02\n\x13ListSessionsRequest\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.sessionmonitoring.v1.SessionStatus\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x19\n\x0c\x63hannel_type\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_channel_type\"\x96\x01\n\x14ListSessionsResponse\x12/\n\x08sessions\x18\x01 \x03(\x0b\x32\x1d.sessionmonitoring.v1.Session\x12\x34\n\npagination\x18\x02 \x01(\x0b\x32 .sessionmonitoring.v1.Pagination\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"j\n\x17GetSessionDetailRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x14\n\x0c\x66ull_content\x18\x04 \x01(\x08\"\x97\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63ontent_truncated\x18\x05 \x01(\x08\x12\x15\n\rcontent_bytes\x18\x06 \x01(\x03\"\x88\x01\n\x0cRetrievalHit\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x04 \x01(\t\x12\x12\n\x05score\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\tB\x08\n\x06_score\"\xf9\x01\n\x08ToolCall\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x34\n\x06status\x18\x06 \x01(\x0e\x32$.sessionmonitoring.v1.ToolCallStatus\x12\x17\n\nlatency_ms\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x08 \x01(\tB\r\n\x0b_latency_ms\"?\n\nTraceError\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9f\x01\n\x05Trace\x12\x35\n\tretrieval\x18\x01 \x03(\x0b\x32\".sessionmonitoring.v1.RetrievalHit\x12-\n\x05tools\x18\x02 \x03(\x0b\x32\x1e.sessionmonitoring.v1.ToolCall\x12\x30\n\x06\x65rrors\x18\x03 \x03(\x0b\x32 .sessionmonitoring.v1.TraceError\"\xa0\x02\n\x18GetSessionDetailResponse\x12.\n\x07session\x18\x01 \x01(\x0b\x32\x1d.sessionmonitoring.v1.Session\x12/\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.sessionmonitoring.v1.Message\x12*\n\x05trace\x18\x03 \x01(\x0b\x32\x1b.sessionmonitoring.v1.Trace\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\x12\x1a\n\x12metadata_truncated\x18\x06 \x01(\x08\x12\x17\n\x0ftrace_truncated\x18\x07 \x01(\x08\"e\n\x1aUpdateSessionStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.sessionmonitoring.v1.SessionStatus\"M\n\x1bUpdateSessionStatusResponse\x12.\n\x07session\x18\x01 \x01(\x0b\x32\x1d.sessionmonitoring.v1.Session*\x81\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x01\x12\x19\n\x15SESSION_STATUS_CLOSED\x10\x02\x12\x1a\n\x16SESSION_STATUS_EXPIRED\x10\x03*g\n\x0eToolCallStatus\x12 \n\x1cTOOL_CALL_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_CALL_STATUS_OK\x10\x01\x12\x1a\n\x16TOOL_CALL_STATUS_ERROR\x10\x02\x32\xe9\x02\n\x11SessionMonitoring\x12\x65\n\x0cListSessions\x12).sessionmonitoring.v1.ListSessionsRequest\x1a*.sessionmonitoring.v1.ListSessionsResponse\x12q\n\x10GetSessionDetail\x12-.sessionmonitoring.v1.GetSessionDetailRequest\x1a..sessionmonitoring.v1.GetSessionDetailResponse\x12z\n\x13UpdateSessionStatus\x12\x30.sessionmonitoring.v1.UpdateSessionStatusRequest\x1a\x31.sessionmonitoring.v1.UpdateSessionStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-sessionmonitoring/v1/session_monitoring.proto\x12\x14sessionmonitoring.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x02\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x33\n\x06status\x18\x03 \x01(\x0e\x32#.sessionmonitoring.v1.SessionStatus\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmessage_count\x18\x06 \x01(\x03\x12\x19\n\x0c\x63hannel_type\x18\x07 \x01(\tH\x00\x88\x01\x01\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nraw_status\x18\t \x01(\tB\x0f\n\r_channel_type\"Q\n\nPagination\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x13\n\x0btotal_pages\x18\x04 \x01(\x03\"\x89\x02\n\x13ListSessionsRequest\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.sessionmonitoring.v1.SessionStatus\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04page\x18\x04 \x01(\x05\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\x12\x19\n\x0c\x63hannel_type\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\x0f\n\r_channel_type\"\xab\x01\n\x14ListSessionsResponse\x12/\n\x08sessions\x18\x01 \x03(\x0b\x32\x1d.sessionmonitoring.v1.Session\x12\x34\n\npagination\x18\x02 \x01(\x0b\x32 .sessionmonitoring.v1.Pagination\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x13\n\x0bwatch_token\x18\x04 \x01(\t\"j\n\x17GetSessionDetailRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x14\n\x0c\x66ull_content\x18\x04 \x01(\x08\"\x97\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63ontent_truncated\x18\x05 \x01(\x08\x12\x15\n\rcontent_bytes\x18\x06 \x01(\x03\"\x88\x01\n\x0cRetrievalHit\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x04 \x01(\t\x12\x12\n\x05score\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07\x63ontent\x18\x06 \x01(\tB\x08\n\x06_score\"\xf9\x01\n\x08ToolCall\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12*\n\targuments\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06result\x18\x05 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x34\n\x06status\x18\x06 \x01(\x0e\x32$.sessionmonitoring.v1.ToolCallStatus\x12\x17\n\nlatency_ms\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x08 \x01(\tB\r\n\x0b_latency_ms\"?\n\nTraceError\x12\x12\n\nmessage_id\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9f\x01\n\x05Trace\x12\x35\n\tretrieval\x18\x01 \x03(\x0b\x32\".sessionmonitoring.v1.RetrievalHit\x12-\n\x05tools\x18\x02 \x03(\x0b\x32\x1e.sessionmonitoring.v1.ToolCall\x12\x30\n\x06\x65rrors\x18\x03 \x03(\x0b\x32 .sessionmonitoring.v1.TraceError\"\xa0\x02\n\x18GetSessionDetailResponse\x12.\n\x07session\x18\x01 \x01(\x0b\x32\x1d.sessionmonitoring.v1.Session\x12/\n\x08messages\x18\x02 \x03(\x0b\x32\x1d.sessionmonitoring.v1.Message\x12*\n\x05trace\x18\x03 \x01(\x0b\x32\x1b.sessionmonitoring.v1.Trace\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\t\x12\x1a\n\x12metadata_truncated\x18\x06 \x01(\x08\x12\x17\n\x0ftrace_truncated\x18\x07 \x01(\x08\"e\n\x1aUpdateSessionStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x33\n\x06status\x18\x02 \x01(\x0e\x32#.sessionmonitoring.v1.SessionStatus\"M\n\x1bUpdateSessionStatusResponse\x12.\n\x07session\x18\x01 \x01(\x0b\x32\x1d.sessionmonitoring.v1.Session\"\xb7\x01\n\x14WatchSessionsRequest\x12\x33\n\x06status\x18\x01 \x01(\x0e\x32#.sessionmonitoring.v1.SessionStatus\x12\x19\n\x0c\x63hannel_type\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12\x14\n\x0csend_initial\x18\x05 \x01(\x08\x42\x0f\n\r_channel_type\"\x8e\x02\n\x15WatchSessionsResponse\x12\x32\n\x04type\x18\x01 \x01(\x0e\x32$.sessionmonitoring.v1.WatchEventType\x12.\n\x07session\x18\x02 \x01(\x0b\x32\x1d.sessionmonitoring.v1.Session\x12.\n\x07message\x18\x03 \x01(\x0b\x32\x1d.sessionmonitoring.v1.Message\x12\x14\n\x0cresume_token\x18\x04 \x01(\t\x12/\n\x0b\x63ommit_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12initial_events_end\x18\x06 \x01(\x08*\x81\x01\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x01\x12\x19\n\x15SESSION_STATUS_CLOSED\x10\x02\x12\x1a\n\x16SESSION_STATUS_EXPIRED\x10\x03*g\n\x0eToolCallStatus\x12 \n\x1cTOOL_CALL_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_CALL_STATUS_OK\x10\x01\x12\x1a\n\x16TOOL_CALL_STATUS_ERROR\x10\x02*\xe5\x01\n\x0eWatchEventType\x12 \n\x1cWATCH_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\"\n\x1eWATCH_EVENT_TYPE_SESSION_ADDED\x10\x01\x12$\n WATCH_EVENT_TYPE_SESSION_UPDATED\x10\x02\x12$\n WATCH_EVENT_TYPE_SESSION_REMOVED\x10\x03\x12\"\n\x1eWATCH_EVENT_TYPE_MESSAGE_ADDED\x10\x04\x12\x1d\n\x19WATCH_EVENT_TYPE_BOOKMARK\x10\x05\x32\xd5\x03\n\x11SessionMonitoring\x12\x65\n\x0cListSessions\x12).sessionmonitoring.v1.ListSessionsRequest\x1a*.sessionmonitoring.v1.ListSessionsResponse\x12q\n\x10GetSessionDetail\x12-.sessionmonitoring.v1.GetSessionDetailRequest\x1a..sessionmonitoring.v1.GetSessionDetailResponse\x12z\n\x13UpdateSessionStatus\x12\x30.sessionmonitoring.v1.UpdateSessionStatusRequest\x1a\x31.sessionmonitoring.v1.UpdateSessionStatusResponse\x12j\n\rWatchSessions\x12*.sessionmonitoring.v1.WatchSessionsRequest\x1a+.sessionmonitoring.v1.WatchSessionsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sessionmonitoring.v1.session_monitoring_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATUS']._serialized_start=2326
-  _globals['_SESSIONSTATUS']._serialized_end=2455
-  _globals['_TOOLCALLSTATUS']._serialized_start=2457
-  _globals['_TOOLCALLSTATUS']._serialized_end=2560
+  _globals['_SESSIONSTATUS']._serialized_start=2806
+  _globals['_SESSIONSTATUS']._serialized_end=2935
+  _globals['_TOOLCALLSTATUS']._serialized_start=2937
+  _globals['_TOOLCALLSTATUS']._serialized_end=3040
+  _globals['_WATCHEVENTTYPE']._serialized_start=3043
+  _globals['_WATCHEVENTTYPE']._serialized_end=3272
   _globals['_SESSION']._serialized_start=135
   _globals['_SESSION']._serialized_end=466
   _globals['_PAGINATION']._serialized_start=468
@@ -44,25 +46,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSESSIONSREQUEST']._serialized_start=552
   _globals['_LISTSESSIONSREQUEST']._serialized_end=817
   _globals['_LISTSESSIONSRESPONSE']._serialized_start=820
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=970
-  _globals['_GETSESSIONDETAILREQUEST']._serialized_start=972
-  _globals['_GETSESSIONDETAILREQUEST']._serialized_end=1078
-  _globals['_MESSAGE']._serialized_start=1081
-  _globals['_MESSAGE']._serialized_end=1232
-  _globals['_RETRIEVALHIT']._serialized_start=1235
-  _globals['_RETRIEVALHIT']._serialized_end=1371
-  _globals['_TOOLCALL']._serialized_start=1374
-  _globals['_TOOLCALL']._serialized_end=1623
-  _globals['_TRACEERROR']._serialized_start=1625
-  _globals['_TRACEERROR']._serialized_end=1688
-  _globals['_TRACE']._serialized_start=1691
-  _globals['_TRACE']._serialized_end=1850
-  _globals['_GETSESSIONDETAILRESPONSE']._serialized_start=1853
-  _globals['_GETSESSIONDETAILRESPONSE']._serialized_end=2141
-  _globals['_UPDATESESSIONSTATUSREQUEST']._serialized_start=2143
-  _globals['_UPDATESESSIONSTATUSREQUEST']._serialized_end=2244
-  _globals['_UPDATESESSIONSTATUSRESPONSE']._serialized_start=2246
-  _globals['_UPDATESESSIONSTATUSRESPONSE']._serialized_end=2323
-  _globals['_SESSIONMONITORING']._serialized_start=2563
-  _globals['_SESSIONMONITORING']._serialized_end=2924
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=991
+  _globals['_GETSESSIONDETAILREQUEST']._serialized_start=993
+  _globals['_GETSESSIONDETAILREQUEST']._serialized_end=1099
+  _globals['_MESSAGE']._serialized_start=1102
+  _globals['_MESSAGE']._serialized_end=1253
+  _globals['_RETRIEVALHIT']._serialized_start=1256
+  _globals['_RETRIEVALHIT']._serialized_end=1392
+  _globals['_TOOLCALL']._serialized_start=1395
+  _globals['_TOOLCALL']._serialized_end=1644
+  _globals['_TRACEERROR']._serialized_start=1646
+  _globals['_TRACEERROR']._serialized_end=1709
+  _globals['_TRACE']._serialized_start=1712
+  _globals['_TRACE']._serialized_end=1871
+  _globals['_GETSESSIONDETAILRESPONSE']._serialized_start=1874
+  _globals['_GETSESSIONDETAILRESPONSE']._serialized_end=2162
+  _globals['_UPDATESESSIONSTATUSREQUEST']._serialized_start=2164
+  _globals['_UPDATESESSIONSTATUSREQUEST']._serialized_end=2265
+  _globals['_UPDATESESSIONSTATUSRESPONSE']._serialized_start=2267
+  _globals['_UPDATESESSIONSTATUSRESPONSE']._serialized_end=2344
+  _globals['_WATCHSESSIONSREQUEST']._serialized_start=2347
+  _globals['_WATCHSESSIONSREQUEST']._serialized_end=2530
+  _globals['_WATCHSESSIONSRESPONSE']._serialized_start=2533
+  _globals['_WATCHSESSIONSRESPONSE']._serialized_end=2803
+  _globals['_SESSIONMONITORING']._serialized_start=3275
+  _globals['_SESSIONMONITORING']._serialized_end=3744
 # @@protoc_insertion_point(module_scope)

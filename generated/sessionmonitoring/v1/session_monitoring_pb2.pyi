@@ -23,6 +23,15 @@ class ToolCallStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TOOL_CALL_STATUS_UNSPECIFIED: _ClassVar[ToolCallStatus]
     TOOL_CALL_STATUS_OK: _ClassVar[ToolCallStatus]
     TOOL_CALL_STATUS_ERROR: _ClassVar[ToolCallStatus]
+
+class WatchEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_EVENT_TYPE_UNSPECIFIED: _ClassVar[WatchEventType]
+    WATCH_EVENT_TYPE_SESSION_ADDED: _ClassVar[WatchEventType]
+    WATCH_EVENT_TYPE_SESSION_UPDATED: _ClassVar[WatchEventType]
+    WATCH_EVENT_TYPE_SESSION_REMOVED: _ClassVar[WatchEventType]
+    WATCH_EVENT_TYPE_MESSAGE_ADDED: _ClassVar[WatchEventType]
+    WATCH_EVENT_TYPE_BOOKMARK: _ClassVar[WatchEventType]
 SESSION_STATUS_UNSPECIFIED: SessionStatus
 SESSION_STATUS_ACTIVE: SessionStatus
 SESSION_STATUS_CLOSED: SessionStatus
@@ -30,6 +39,12 @@ SESSION_STATUS_EXPIRED: SessionStatus
 TOOL_CALL_STATUS_UNSPECIFIED: ToolCallStatus
 TOOL_CALL_STATUS_OK: ToolCallStatus
 TOOL_CALL_STATUS_ERROR: ToolCallStatus
+WATCH_EVENT_TYPE_UNSPECIFIED: WatchEventType
+WATCH_EVENT_TYPE_SESSION_ADDED: WatchEventType
+WATCH_EVENT_TYPE_SESSION_UPDATED: WatchEventType
+WATCH_EVENT_TYPE_SESSION_REMOVED: WatchEventType
+WATCH_EVENT_TYPE_MESSAGE_ADDED: WatchEventType
+WATCH_EVENT_TYPE_BOOKMARK: WatchEventType
 
 class Session(_message.Message):
     __slots__ = ("session_id", "tenant_id", "status", "start_time", "end_time", "message_count", "channel_type", "update_time", "raw_status")
@@ -84,14 +99,16 @@ class ListSessionsRequest(_message.Message):
     def __init__(self, status: _Optional[_Union[SessionStatus, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., channel_type: _Optional[str] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
-    __slots__ = ("sessions", "pagination", "next_page_token")
+    __slots__ = ("sessions", "pagination", "next_page_token", "watch_token")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     PAGINATION_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WATCH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     sessions: _containers.RepeatedCompositeFieldContainer[Session]
     pagination: Pagination
     next_page_token: str
-    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., pagination: _Optional[_Union[Pagination, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    watch_token: str
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ..., pagination: _Optional[_Union[Pagination, _Mapping]] = ..., next_page_token: _Optional[str] = ..., watch_token: _Optional[str] = ...) -> None: ...
 
 class GetSessionDetailRequest(_message.Message):
     __slots__ = ("session_id", "page_size", "page_token", "full_content")
@@ -208,3 +225,33 @@ class UpdateSessionStatusResponse(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     session: Session
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class WatchSessionsRequest(_message.Message):
+    __slots__ = ("status", "channel_type", "session_id", "resume_token", "send_initial")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SEND_INITIAL_FIELD_NUMBER: _ClassVar[int]
+    status: SessionStatus
+    channel_type: str
+    session_id: str
+    resume_token: str
+    send_initial: bool
+    def __init__(self, status: _Optional[_Union[SessionStatus, str]] = ..., channel_type: _Optional[str] = ..., session_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., send_initial: _Optional[bool] = ...) -> None: ...
+
+class WatchSessionsResponse(_message.Message):
+    __slots__ = ("type", "session", "message", "resume_token", "commit_time", "initial_events_end")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_TIME_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_EVENTS_END_FIELD_NUMBER: _ClassVar[int]
+    type: WatchEventType
+    session: Session
+    message: Message
+    resume_token: str
+    commit_time: _timestamp_pb2.Timestamp
+    initial_events_end: bool
+    def __init__(self, type: _Optional[_Union[WatchEventType, str]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., resume_token: _Optional[str] = ..., commit_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., initial_events_end: _Optional[bool] = ...) -> None: ...

@@ -50,6 +50,11 @@ class SessionMonitoringStub:
                 request_serializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.UpdateSessionStatusRequest.SerializeToString,
                 response_deserializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.UpdateSessionStatusResponse.FromString,
                 _registered_method=True)
+        self.WatchSessions = channel.unary_stream(
+                '/sessionmonitoring.v1.SessionMonitoring/WatchSessions',
+                request_serializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.WatchSessionsRequest.SerializeToString,
+                response_deserializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.WatchSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionMonitoringServicer:
@@ -79,6 +84,25 @@ class SessionMonitoringServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchSessions(self, request, context):
+        """WatchSessions streams every change to the tenant's sessions, made by any writer of the
+        tables (this service or another), from a starting point on. For every stream it is:
+        ordered (events in commit order: any two changes of one session arrive in the order they
+        were committed, and every transaction's events come after those of any transaction it
+        waited for), unique (no event twice, also across a resume), reliable (no change committed
+        after the start point is skipped: it is delivered or the stream fails), atomic (the changes
+        of one writer transaction arrive back to back, and a stream never ends between them),
+        resumable (from any event's or bookmark's token within the retention window, on any server
+        instance) and bookmarkable (bookmarks carry tokens that resume exactly there). A stream
+        ends OK, with a final BOOKMARK, after WATCH_MAX_AGE and on server shutdown; a client that
+        falls too far behind gets RESOURCE_EXHAUSTED (ErrorInfo metadata `resume_token` says where
+        to resume); an expired token gets FAILED_PRECONDITION with reason WATCH_TOKEN_EXPIRED (list
+        again, then watch from the list's watch_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionMonitoringServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +120,11 @@ def add_SessionMonitoringServicer_to_server(servicer, server):
                     servicer.UpdateSessionStatus,
                     request_deserializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.UpdateSessionStatusRequest.FromString,
                     response_serializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.UpdateSessionStatusResponse.SerializeToString,
+            ),
+            'WatchSessions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSessions,
+                    request_deserializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.WatchSessionsRequest.FromString,
+                    response_serializer=sessionmonitoring_dot_v1_dot_session__monitoring__pb2.WatchSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +209,33 @@ class SessionMonitoring:
             '/sessionmonitoring.v1.SessionMonitoring/UpdateSessionStatus',
             sessionmonitoring_dot_v1_dot_session__monitoring__pb2.UpdateSessionStatusRequest.SerializeToString,
             sessionmonitoring_dot_v1_dot_session__monitoring__pb2.UpdateSessionStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionmonitoring.v1.SessionMonitoring/WatchSessions',
+            sessionmonitoring_dot_v1_dot_session__monitoring__pb2.WatchSessionsRequest.SerializeToString,
+            sessionmonitoring_dot_v1_dot_session__monitoring__pb2.WatchSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,6 +31,8 @@ from server.tools.bench.scenarios import Scenario
 from server.transport.servicer import SessionMonitoringService
 from server.transport.tenancy import TENANT_METADATA_KEY, bind_tenant, unbind_tenant
 from server.transport.validation import MAX_MESSAGE_PAGE_SIZE
+from server.transport.watch_feed import ChangeFeed
+from server.transport.watch_stream import Watcher, WatchSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +213,10 @@ async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
     database = ObservedDatabase(url, pool_size=1, pool_timeout=10, connect_timeout=10)
     await database.open()
     capture = sqlreplay.Capture(database)
-    service = SessionMonitoringService(database)
+    # The captured scenarios never watch: a feed that never starts is enough.
+    feed = ChangeFeed(database, None, poll_interval=1.0)
+    watcher = Watcher(feed, database, WatchSettings(buffer=1, bookmark_interval=1, max_age=1))
+    service = SessionMonitoringService(database, watcher=watcher)
     runs: list[ScenarioRun] = []
     try:
         for scenario in items:

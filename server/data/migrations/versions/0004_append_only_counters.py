@@ -74,25 +74,30 @@ _TRUNCATED = {
 _EVENTS = ("insert", "update", "delete")
 
 
-def _function(name: str, body: str) -> None:
+def _function(name: str, body: str, *, replace: bool = False) -> None:
     op.execute(
-        f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
+        f"CREATE {'OR REPLACE ' if replace else ''}FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER "
         f"AS $body$BEGIN {body}; RETURN NULL; END$body$"
     )
 
 
-def _create_functions(schema: str) -> None:
-    """One function per table and event: a row counts +1 under its key, -1 under its old one."""
+def _create_functions(schema: str, *, replace: bool = False) -> None:
+    """One function per table and event: a row counts +1 under its key, -1 under its old one
+    (`replace`: over the ones a later migration put in their place)."""
     for table, _old, deltas, columns, key in _TABLES:
         into = f"INSERT INTO {schema}.{deltas} ({columns}, n) VALUES"
-        _function(f"{deltas}_on_insert", f"{into} ({key('NEW')}, 1)")
-        _function(f"{deltas}_on_update", f"{into} ({key('OLD')}, -1), ({key('NEW')}, 1)")
-        _function(f"{deltas}_on_delete", f"{into} ({key('OLD')}, -1)")
+        _function(f"{deltas}_on_insert", f"{into} ({key('NEW')}, 1)", replace=replace)
+        _function(
+            f"{deltas}_on_update", f"{into} ({key('OLD')}, -1), ({key('NEW')}, 1)", replace=replace
+        )
+        _function(f"{deltas}_on_delete", f"{into} ({key('OLD')}, -1)", replace=replace)
         # TRUNCATE (not DELETE) waits for a fold in flight and removes what it committed; the
         # writer holds ACCESS EXCLUSIVE on the chat table already, so no reader waits longer.
         counters, table_deltas = _TRUNCATED[table]
         _function(
-            f"{table}_counts_on_truncate", f"TRUNCATE {schema}.{counters}, {schema}.{table_deltas}"
+            f"{table}_counts_on_truncate",
+            f"TRUNCATE {schema}.{counters}, {schema}.{table_deltas}",
+            replace=replace,
         )
 
 
