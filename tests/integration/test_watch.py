@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -376,3 +377,37 @@ async def test_truncate_ends_every_stream_with_an_expired_history(
             await channel.close(None)
     finally:
         await connection.close()
+
+
+async def test_a_token_ahead_of_this_instances_reader_repeats_nothing_when_it_catches_up(
+    database_url: str,
+    stub: pb_grpc.SessionMonitoringStub,
+    writer: asyncpg.Connection,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Instance B's reader lags behind a token from instance A: B subscribes the stream below
+    the token's position, and its reader then hands over changes the stream has passed."""
+    released = asyncio.Event()
+    read_changes = change_log.read_changes
+    lagging: list[object] = []
+
+    async def held_back(database: Any, **options: Any) -> list[change_log.LoggedChange]:
+        if database in lagging and options.get("tenant_id") is None:
+            await released.wait()
+        return await read_changes(database, **options)
+
+    monkeypatch.setattr(change_log, "read_changes", held_back)
+    async with serving(database_url) as instance_b:
+        lagging.append(instance_b.feed.database)
+        async with watching(stub, tenant) as watch:
+            for index in range(3):
+                await writer.execute(INSERT_SESSION, tenant, f"s-{index}", "web", None, BASE_TIME)
+            events = await watch.changes_count(3)
+        channel, stub_b = await _own_stub(instance_b)
+        async with channel, watching(stub_b, tenant, resume_token=events[-1].resume_token) as b:
+            released.set()
+            await writer.execute(INSERT_SESSION, tenant, "after", "web", None, BASE_TIME)
+            await b.changes_count(1)
+            await asyncio.sleep(0.3)
+    assert kinds(b.changes) == [(ADDED, "after")]
