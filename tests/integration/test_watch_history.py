@@ -234,7 +234,7 @@ async def _server(url: str) -> AsyncIterator[tuple[App, pb_grpc.SessionMonitorin
 async def _list_token(
     stub: pb_grpc.SessionMonitoringStub,
     tenant_id: str,
-    status: pb.SessionStatus.ValueType = pb.SESSION_STATUS_UNSPECIFIED,
+    status: pb.SessionStatus = pb.SESSION_STATUS_UNSPECIFIED,
 ) -> str:
     page: pb.ListSessionsResponse = await stub.ListSessions(
         pb.ListSessionsRequest(status=status), metadata=tenant_metadata(tenant_id)
