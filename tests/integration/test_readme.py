@@ -163,3 +163,64 @@ async def test_the_readme_check_counts_commands_report_and_repair_as_documented(
         out, err = await process.communicate()
         assert process.returncode == code, (command, out.decode(), err.decode())
     assert out.decode() == "all tenants: exact\n"
+
+
+def readme_watch_commands() -> list[str]:
+    """The grpcurl lines of the README's 'Watching changes live' section."""
+    section = README.read_text().split("## Watching changes live", 1)[1].split("\n## ", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in section.split("```sh")[1:]]
+    return [line for block in blocks for line in block.splitlines() if "WatchSessions" in line]
+
+
+async def _read_until(stream: asyncio.StreamReader, needle: str, seen: list[str]) -> None:
+    """Read grpcurl's output up to the end of the first response (a JSON object closed at the
+    line's start) that holds `needle`."""
+    found = False
+    async with asyncio.timeout(15):
+        while True:
+            line = (await stream.readline()).decode()
+            assert line, f"grpcurl ended before printing {needle}: {seen}"
+            seen.append(line)
+            found = found or needle in line
+            if found and line == "}\n":
+                return
+
+
+@pytest.mark.parametrize("command", readme_watch_commands())
+async def test_the_readme_watch_prints_a_change_as_it_happens(
+    command: str, demo_target: str
+) -> None:
+    runnable = command.replace(".venv/bin/grpcurl", str(GRPCURL)).replace(
+        "localhost:50051", demo_target
+    )
+    async with grpc.aio.insecure_channel(demo_target) as channel:
+        stub = pb_grpc.SessionMonitoringStub(channel)
+        metadata = [("x-tenant-id", "demo")]
+        active = await stub.ListSessions(
+            pb.ListSessionsRequest(status=pb.SESSION_STATUS_ACTIVE, page_size=1), metadata=metadata
+        )
+        session_id = active.sessions[0].session_id
+        process = await asyncio.create_subprocess_exec(
+            "bash", "-c", runnable, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert process.stdout is not None
+        seen: list[str] = []
+        try:
+            # Subscribed: its first bookmark (or, with send_initial, the end of the initial set).
+            await _read_until(process.stdout, "WATCH_EVENT_TYPE_BOOKMARK", seen)
+            for status in (pb.SESSION_STATUS_CLOSED, pb.SESSION_STATUS_ACTIVE):  # and back
+                await stub.UpdateSessionStatus(
+                    pb.UpdateSessionStatusRequest(session_id=session_id, status=status),
+                    metadata=metadata,
+                )
+            expected = (
+                "SESSION_REMOVED" if "SESSION_STATUS_ACTIVE" in command else "SESSION_UPDATED"
+            )
+            await _read_until(process.stdout, f"WATCH_EVENT_TYPE_{expected}", seen)
+        finally:
+            process.terminate()
+            await process.wait()
+    assert any(session_id in line for line in seen)
+    if "send_initial" in command:
+        assert any("WATCH_EVENT_TYPE_SESSION_ADDED" in line for line in seen)
+        assert any('"initial_events_end": true' in line for line in seen), seen
