@@ -223,6 +223,7 @@ def create_app(
             buffer=settings.watch_buffer,
             bookmark_interval=settings.watch_bookmark_interval,
             max_age=settings.watch_max_age,
+            initial_idle_timeout=settings.watch_initial_idle_timeout,
         ),
     )
     pb_grpc.add_SessionMonitoringServicer_to_server(

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         alias="WATCH_BUFFER",
         description="changes a watch stream may fall behind before it ends RESOURCE_EXHAUSTED",
     )
+    watch_initial_idle_timeout: float = Field(
+        10.0,
+        gt=0,
+        alias="WATCH_INITIAL_IDLE_TIMEOUT",
+        description="seconds a client may stop reading a send_initial set before its stream "
+        "ends RESOURCE_EXHAUSTED (the snapshot's transaction is ended)",
+    )
     watch_poll_interval: float = Field(
         1.0,
         gt=0,

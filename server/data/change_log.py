@@ -4,6 +4,7 @@ its state, the changes after a position, the sessions a stream starts with, and 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ class LoggedChange:
     committed_key: int  # server.domain.time_keys sort key of when the folder logged it
     tenant_id: str
     kind: str
+    oldest_resumable: int  # of the log when it was read: a reader behind it has missed changes
     change: SessionChange
     # The session to show: its state after the change (its last state when removed), or, for
     # a message, as it is now (None when it is gone).
@@ -119,6 +121,7 @@ _changes = (
             if field.key not in ("tenant_id", "session_id")
         ),
         message_count(_c.tenant_id, _c.session_id),
+        select(_state.oldest_resumable).scalar_subquery().label("oldest_resumable"),
     )
     .select_from(
         session_changes_table.outerjoin(
@@ -205,6 +208,7 @@ def _change(row: asyncpg.Record) -> LoggedChange:
         row["committed_key"],
         row["tenant_id"],
         kind,
+        row["oldest_resumable"],
         change,
         session,
         message_session,
@@ -247,13 +251,29 @@ def _initial_statement(filters: WatchFilters) -> Compiled:
     )
 
 
+class InitialSetAbandonedError(Exception):
+    """Raised when the reader of an initial set stopped reading for longer than its idle
+    timeout: PostgreSQL ended the transaction that held the snapshot."""
+
+
 @contextlib.asynccontextmanager
 async def initial_set(
-    database: Database, *, tenant_id: str, filters: WatchFilters, prefetch: int = 500
+    database: Database,
+    *,
+    tenant_id: str,
+    filters: WatchFilters,
+    idle_timeout: float,
+    prefetch: int = 500,
 ) -> AsyncIterator[InitialSet]:
     """Every session of the tenant matching `filters` now, newest first, read in one
     REPEATABLE READ snapshot together with the log's state: a stream that then follows the log
-    from that state, leaving out what the snapshot saw, misses and repeats nothing."""
+    from that state, leaving out what the snapshot saw, misses and repeats nothing.
+
+    The transaction stays open while the caller reads, so a caller that stops reading for
+    `idle_timeout` seconds has it ended by PostgreSQL (idle_in_transaction_session_timeout):
+    an open transaction would hold back vacuum, and the lock it holds would queue another
+    service's TRUNCATE and every writer behind it. Reading on then raises
+    InitialSetAbandonedError."""
     statement = _initial_statement(filters)
     values = {
         "tenant_id": tenant_id,
@@ -261,27 +281,52 @@ async def initial_set(
         "channel_type": filters.channel_type,
         "session_id": filters.session_id,
     }
-    async with (
-        database.connection() as connection,
-        connection.transaction(isolation="repeatable_read", readonly=True),
-    ):
-        state = _state_of(await connection.fetchrow(_STATE.sql))
-        cursor = connection.cursor(statement.sql, *statement.arguments(values), prefetch=prefetch)
-        yield InitialSet(state, _sessions(cursor))
+    pauses = _Pauses()
+    try:
+        async with (
+            database.connection() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            await connection.execute(
+                f"SET LOCAL idle_in_transaction_session_timeout = {int(idle_timeout * 1000)}"
+            )
+            state = _state_of(await connection.fetchrow(_STATE.sql))
+            cursor = connection.cursor(
+                statement.sql, *statement.arguments(values), prefetch=prefetch
+            )
+            yield InitialSet(state, pauses.rows(cursor))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        if pauses.longest < idle_timeout:
+            raise
+        raise InitialSetAbandonedError() from error
 
 
-async def _sessions(cursor: Any) -> AsyncIterator[SessionRow]:
-    async for row in cursor:
-        yield SessionRow.of(row)
+class _Pauses:
+    """How long the caller held a row: meanwhile nothing runs on the connection, so a pause
+    that long is what ended the transaction when the next fetch (or its end) fails."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+
+    async def rows(self, cursor: Any) -> AsyncIterator[SessionRow]:
+        async for row in cursor:
+            handed_out = time.monotonic()
+            yield SessionRow.of(row)
+            self.longest = max(self.longest, time.monotonic() - handed_out)
 
 
 # Older than the retention window: gone, and no stream may resume before what is left. One
-# instance at a time (the fold lock, taken first as the folder does).
+# instance at a time (the fold lock, taken first as the folder does), at most :batch changes a
+# round so the lock is held briefly; `committed_at` grows with `position`, so the cut is read
+# from the oldest end of the primary key.
+PRUNE_BATCH = 50_000
 _PRUNE = compile_statement(
     text(
         """
-    WITH cut AS (
-      SELECT max(position) AS through FROM chat_session_changes
+    WITH oldest AS (
+      SELECT position, committed_at FROM chat_session_changes ORDER BY position LIMIT :batch
+    ), cut AS (
+      SELECT max(position) AS through FROM oldest
        WHERE committed_at < statement_timestamp() - make_interval(secs => :retention)
     ), pruned AS (
       DELETE FROM chat_session_changes WHERE position <= (SELECT through FROM cut)
@@ -297,10 +342,13 @@ _PRUNE = compile_statement(
 async def prune(database: Database, *, retention: float) -> int | None:
     """Drop the changes logged more than `retention` seconds ago; the new oldest resumable
     position, or None when nothing was pruned (or another instance holds the lock)."""
-    async with database.connection() as connection, connection.transaction():
+    async with (
+        database.connection() as connection,
+        connection.transaction(isolation="read_committed"),
+    ):
         if not await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", FOLD_LOCK_KEY):
             return None
         value: int | None = await connection.fetchval(
-            _PRUNE.sql, *_PRUNE.arguments({"retention": retention})
+            _PRUNE.sql, *_PRUNE.arguments({"retention": retention, "batch": PRUNE_BATCH})
         )
         return value

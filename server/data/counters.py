@@ -170,7 +170,12 @@ class FoldResult:
 async def fold(database: Database) -> FoldResult:
     """Fold every delta committed so far into the counters and the change log, unless another
     instance is folding right now; wake the log's readers when it logged changes."""
-    async with database.connection() as connection, connection.transaction():
+    # READ COMMITTED whatever the server's default: each statement's snapshot is taken once the
+    # lock is held, and the move sees every delta committed by then.
+    async with (
+        database.connection() as connection,
+        connection.transaction(isolation="read_committed"),
+    ):
         if not await connection.fetchval(_TAKE_LOCK, FOLD_LOCK_KEY):
             return FoldResult(False, 0, 0)
         row = await connection.fetchrow(_MOVE.sql)

@@ -64,6 +64,15 @@ _s = sessions_table.c
 _dn = message_count_deltas_table.c
 _TENANT = bindparam("tenant_id", type_=_s.tenant_id.type)
 _log = change_log_state_table.c
+# A hot standby's pg_current_snapshot() lists no transaction in progress (it keeps them apart),
+# so there the token's snapshot sees only what is older than its xmin: a watch from it may
+# repeat a change the page showed, never miss one.
+_WATCH_SNAPSHOT = literal_column(
+    "CASE WHEN pg_is_in_recovery() THEN CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) "
+    "|| ':' || CAST(pg_snapshot_xmin(pg_current_snapshot()) AS text) || ':' "
+    "ELSE CAST(pg_current_snapshot() AS text) END",
+    Text,
+)
 
 
 def _bucket_rows(table: Any) -> Select[Any]:
@@ -276,7 +285,7 @@ def _page_statement(
         total.label("total"),
         select(_log.epoch).scalar_subquery().label("watch_epoch"),
         select(_log.last_position).scalar_subquery().label("watch_position"),
-        cast(func.pg_current_snapshot(), Text).label("watch_snapshot"),
+        _WATCH_SNAPSHOT.label("watch_snapshot"),
     ).subquery("totals")
     page = _page_select(shape, after=after, seek=_seek(parts) if seek else None).subquery("page")
     # The LEFT JOIN keeps the total when the page is empty.

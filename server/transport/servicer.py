@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
@@ -36,10 +36,27 @@ from server.transport.watch_stream import Watcher
 Context = grpc.aio.ServicerContext[Any, Any]
 logger = logging.getLogger(__name__)
 
-# A status update is one statement; PostgreSQL can still abort it on a deadlock or a
-# serialization failure caused by other writers' triggers or isolation levels. Retried, then
-# ABORTED so the caller can decide.
-UPDATE_ATTEMPTS = 3
+# Every call is one statement; PostgreSQL can still abort it on a deadlock (a reader against
+# another service's TRUNCATE, which locks the chat table, then the counters) or a serialization
+# failure caused by other writers' triggers or isolation levels. Retried, then ABORTED so the
+# caller can decide.
+ATTEMPTS = 3
+T = TypeVar("T")
+
+
+async def retrying(run: Callable[[], Awaitable[T]]) -> T:
+    """`run()`, again after a short jittered pause when PostgreSQL aborted it as a conflict."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return await run()
+        except Exception as error:
+            if not is_retryable_conflict(error):
+                raise
+            if attempt == ATTEMPTS:
+                raise ConflictError() from None
+            logger.info("statement conflicted (attempt %d), retrying", attempt)
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 -- jitter
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
 class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
@@ -65,14 +82,16 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         # One row more than the page tells whether another page follows. Counts and rows come
         # from one statement, so from one snapshot: the total always agrees with the page.
         limit = query.page_size + 1
-        listed = await list_page(
-            self._read_database,
-            tenant_id=tenant_id,
-            filters=filters,
-            count_plan=count_plan,
-            after=query.after,
-            offset=query.skip,
-            limit=limit,
+        listed = await retrying(
+            lambda: list_page(
+                self._read_database,
+                tenant_id=tenant_id,
+                filters=filters,
+                count_plan=count_plan,
+                after=query.after,
+                offset=query.skip,
+                limit=limit,
+            )
         )
         total, rows = listed.total, listed.rows
         next_page_token = ""
@@ -103,12 +122,14 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
     ) -> pb.GetSessionDetailResponse:
         tenant_id = current_tenant()
         query = validation.session_detail_query(request, tenant_id=tenant_id)
-        found = await session_detail(
-            self._read_database,
-            tenant_id=tenant_id,
-            session_id=query.session_id,
-            after=query.after,
-            limit=query.page_size + 1,
+        found = await retrying(
+            lambda: session_detail(
+                self._read_database,
+                tenant_id=tenant_id,
+                session_id=query.session_id,
+                after=query.after,
+                limit=query.page_size + 1,
+            )
         )
         if found is None:
             raise session_not_found(query.session_id)
@@ -133,21 +154,10 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
         tenant_id = current_tenant()
         update = validation.status_update(request)
         access_log.note(session=update.session_id, status=update.status)
-        for attempt in range(1, UPDATE_ATTEMPTS + 1):
-            try:
-                row = await self._update_status(tenant_id, update)
-            except Exception as error:
-                if not is_retryable_conflict(error):
-                    raise
-                if attempt == UPDATE_ATTEMPTS:
-                    raise ConflictError() from None
-                logger.info("update conflicted (attempt %d), retrying", attempt)
-                await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311 -- jitter
-            else:
-                response = pb.UpdateSessionStatusResponse()
-                convert.fill_session(response.session, row)
-                return response
-        raise AssertionError("unreachable: the loop returns or raises")
+        row = await retrying(lambda: self._update_status(tenant_id, update))
+        response = pb.UpdateSessionStatusResponse()
+        convert.fill_session(response.session, row)
+        return response
 
     async def WatchSessions(
         self, request: pb.WatchSessionsRequest, context: Context

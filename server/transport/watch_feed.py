@@ -40,14 +40,17 @@ class Subscription:
     # Every change of the tenant up to here has been put in `changes` (or skipped: overflowed).
     horizon: int = 0
     overflowed: bool = False
+    expired: bool = False  # the feed fell behind the log's retention: changes were lost
+    mid_transaction: bool = False  # the last changes offered are a part of a larger transaction
     closing: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, changes: list[LoggedChange]) -> None:
-        """Take one or more whole transactions, unless that would pass the capacity."""
+        """Take one or more whole transactions, unless that would pass the capacity with
+        changes still waiting (a client that keeps up takes any batch)."""
         if self.overflowed:
             return
-        if len(self.changes) + len(changes) > self.capacity:
+        if self.changes and len(self.changes) + len(changes) > self.capacity:
             self.overflowed = True
             self.changes.clear()
             return
@@ -144,17 +147,24 @@ class ChangeFeed:
                 self.database, after=self.position, limit=self._read_batch
             )
             full = len(changes) == self._read_batch
-            if full and changes[0].xid != changes[-1].xid:
+            continues = full and changes[0].xid == changes[-1].xid  # one huge transaction
+            if full and not continues:
                 # The last transaction may go on past the batch: hand it out whole next time.
                 last_xid = changes[-1].xid
                 while changes[-1].xid == last_xid:
                     changes.pop()
             if changes:
-                self._dispatch(changes)
+                self._dispatch(changes, continues=continues)
             if not full:
                 return
 
-    def _dispatch(self, changes: list[LoggedChange]) -> None:
+    def _dispatch(self, changes: list[LoggedChange], *, continues: bool) -> None:
+        assert self.position is not None  # set before the first read
+        if changes[0].oldest_resumable > self.position:
+            # Pruned before this reader got to them (it was stopped for a retention window).
+            for subscriptions in self._subscriptions.values():
+                for subscription in subscriptions:
+                    subscription.expired = True
         by_tenant: dict[str, list[LoggedChange]] = collections.defaultdict(list)
         for change in changes:
             if change.kind == KIND_RESET:
@@ -165,6 +175,7 @@ class ChangeFeed:
         for tenant_id, tenant_changes in by_tenant.items():
             for subscription in self._subscriptions.get(tenant_id, ()):
                 subscription.offer(tenant_changes)
+                subscription.mid_transaction = continues
         self.position = changes[-1].position
         for subscriptions in self._subscriptions.values():
             for subscription in subscriptions:

@@ -60,6 +60,7 @@ class WatchSettings:
     buffer: int
     bookmark_interval: float
     max_age: float
+    initial_idle_timeout: float
 
 
 class Watcher:
@@ -123,16 +124,25 @@ class _Stream:
             self._feed.unsubscribe(subscription)
 
     async def _initial(self) -> AsyncIterator[pb.WatchSessionsResponse]:
-        async with change_log.initial_set(
-            self._database, tenant_id=self._tenant_id, filters=self._query.filters
-        ) as initial:
-            if initial.state.epoch != self._epoch:
-                raise WatchTokenExpiredError()
-            self._position = initial.state.last_position
-            self._snapshot = Snapshot.parse(initial.state.snapshot)
-            token = self._token()
-            async for row in initial.sessions:
-                yield _session_response(pb.WATCH_EVENT_TYPE_SESSION_ADDED, row, token)
+        try:
+            async with change_log.initial_set(
+                self._database,
+                tenant_id=self._tenant_id,
+                filters=self._query.filters,
+                idle_timeout=self._settings.initial_idle_timeout,
+            ) as initial:
+                if initial.state.epoch != self._epoch:
+                    raise WatchTokenExpiredError()
+                self._position = initial.state.last_position
+                self._snapshot = Snapshot.parse(initial.state.snapshot)
+                token = self._token()
+                async for row in initial.sessions:
+                    yield _session_response(pb.WATCH_EVENT_TYPE_SESSION_ADDED, row, token)
+        except change_log.InitialSetAbandonedError:
+            raise WatchTooSlowError(
+                "the client stopped reading the initial set; watch again (or list, then watch "
+                "from the list's watch_token)"
+            ) from None
         yield self._bookmark(initial_events_end=True)
 
     async def _catch_up(self, horizon: int) -> AsyncIterator[pb.WatchSessionsResponse]:
@@ -165,7 +175,11 @@ class _Stream:
         while True:
             if subscription.overflowed:
                 raise WatchTooSlowError(metadata={"resume_token": self._token()})
-            if subscription.closing or time.monotonic() >= self._ends_at:
+            if subscription.expired:
+                raise WatchTokenExpiredError()
+            # Never between the parts of one transaction larger than a read, but on shutdown.
+            aged = time.monotonic() >= self._ends_at and not subscription.mid_transaction
+            if subscription.closing or (aged and not queue):
                 yield self._bookmark()
                 return
             if queue:

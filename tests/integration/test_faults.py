@@ -469,5 +469,5 @@ async def test_an_update_that_keeps_conflicting_ends_aborted_after_every_attempt
         assert result.code == grpc.StatusCode.ABORTED
         assert result.reason == errors.REASON_CONFLICT
         assert result.message == errors.MESSAGE_CONFLICT
-        assert await _attempts(engine, counter) == service.UPDATE_ATTEMPTS
+        assert await _attempts(engine, counter) == service.ATTEMPTS
     assert await _stored_row(engine, tenant, "s-1") == before

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,11 +25,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from server.app import SERVICE_NAME, WRITES_HEALTH_NAME, App
 from server.data.embedded import start_embedded_postgres
+from server.data.engine import asyncpg_dsn
 from server.data.migrate import upgrade_to_head
 from server.transport import errors
 from tests.factories import Factory, tenant_metadata
 from tests.helpers import failure, serving
+from tests.watching import watching
 
+ADDED = pb.WATCH_EVENT_TYPE_SESSION_ADDED
 REPLICA_PORT = 5433
 # Replication on a loaded machine can take a moment; the loops return as soon as it has happened.
 CATCH_UP_TIMEOUT = 20.0
@@ -460,3 +464,34 @@ async def test_with_the_replica_down_reads_are_unavailable_and_updates_keep_work
         "the replica has the update",
     )
     assert await _session_ids(stub, tenant) == ["s-1"]
+
+
+async def test_a_watch_from_a_page_the_replica_served_misses_nothing(
+    replicated: Replicated, cluster: Cluster, tenant: str
+) -> None:
+    """A standby's snapshot does not list the primary's transactions in progress: the page's
+    watch token must not take them for seen."""
+    stub, md = replicated.stub, tenant_metadata(tenant)
+    writer = await asyncpg.connect(asyncpg_dsn(cluster.primary_url))
+    try:
+        transaction = writer.transaction()
+        await transaction.start()
+        await writer.execute(
+            "INSERT INTO chat_sessions (tenant_id, session_id) VALUES ($1, 'inflight')", tenant
+        )
+        await replicated.factory.session(tenant, "committed")
+        await _eventually(
+            lambda: _replica_has_session(replicated.replica, tenant, "committed"),
+            "the replica has the committed session",
+        )
+        page = await stub.ListSessions(pb.ListSessionsRequest(), metadata=md)
+        assert [session.session_id for session in page.sessions] == ["committed"]
+        await transaction.commit()
+    finally:
+        await writer.close()
+    async with watching(stub, tenant, resume_token=page.watch_token) as watch:
+        events = await watch.until(
+            lambda events: any(event.session.session_id == "inflight" for event in events)
+        )
+    added = [event.session.session_id for event in events if event.type == ADDED]
+    assert "inflight" in added

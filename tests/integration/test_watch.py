@@ -13,10 +13,12 @@ import grpc
 import pytest
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.app import App
 from server.data import change_log
-from server.data.engine import asyncpg_dsn
+from server.data.engine import APPLICATION_NAME, asyncpg_dsn
 from server.data.migrate import upgrade_to_head
 from tests.factories import BASE_TIME, Factory, tenant_metadata
 from tests.helpers import failure, serving
@@ -249,9 +251,7 @@ async def test_a_token_older_than_the_retention_window_is_expired(
         await writer.execute(INSERT_SESSION, tenant, "s", "web", None, BASE_TIME)
         await writer.execute(INSERT_SESSION, tenant, "pruned", "web", None, BASE_TIME)
         event, _ = await watch.changes_count(2)
-    await asyncio.sleep(0.05)
-    # Everything is pruned, so the change after the token is gone.
-    assert await change_log.prune(grpc_app.maintenance, retention=0.001) is not None
+    await _prune_all(grpc_app)  # so the change after the token is gone
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         async for _ in stub.WatchSessions(
             pb.WatchSessionsRequest(resume_token=event.resume_token),
@@ -411,3 +411,91 @@ async def test_a_token_ahead_of_this_instances_reader_repeats_nothing_when_it_ca
             await b.changes_count(1)
             await asyncio.sleep(0.3)
     assert kinds(b.changes) == [(ADDED, "after")]
+
+
+async def test_a_client_that_stops_reading_its_initial_set_ends_it_and_holds_nothing_open(
+    database_url: str, engine: AsyncEngine, factory: Factory, tenant: str
+) -> None:
+    """The initial set is read in an open transaction: one stuck client must not keep it open
+    (it would hold back vacuum and queue another service's TRUNCATE, and its writers behind)."""
+    await factory.sessions(tenant, 3000, step=timedelta(seconds=1))
+    async with engine.connect() as connection:
+        started = await connection.scalar(text("SELECT clock_timestamp()"))
+    async with serving(database_url, watch_initial_idle_timeout=0.5) as app:
+        # No window growth (BDP probing): the server's writes wait once 64 KiB are in flight.
+        options = [("grpc.http2.bdp_probe", 0)]
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=options)
+        stub = pb_grpc.SessionMonitoringStub(channel)
+        async with channel:
+            call = stub.WatchSessions(
+                pb.WatchSessionsRequest(send_initial=True), metadata=tenant_metadata(tenant)
+            )
+            assert (await call.read()).type == ADDED  # then it reads nothing for a while
+            await asyncio.sleep(2)
+            async with engine.connect() as connection:
+                idle = await connection.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                        "AND application_name = :app AND backend_start > :started"
+                    ),
+                    {"app": APPLICATION_NAME, "started": started},
+                )
+            assert idle == 0
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await _read_to_end(call, [])
+    got = failure(raised.value)
+    assert got.code == grpc.StatusCode.RESOURCE_EXHAUSTED, got
+    assert got.reason == "WATCH_TOO_SLOW"
+
+
+async def test_a_reader_stopped_for_longer_than_the_retention_expires_its_streams(
+    database_url: str,
+    writer: asyncpg.Connection,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released = asyncio.Event()
+    read_changes = change_log.read_changes
+    stopped: list[object] = []
+
+    async def held_back(database: Any, **options: Any) -> list[change_log.LoggedChange]:
+        if database in stopped and options.get("tenant_id") is None:
+            await released.wait()
+        return await read_changes(database, **options)
+
+    monkeypatch.setattr(change_log, "read_changes", held_back)
+    async with serving(database_url) as app:
+        channel, stub = await _own_stub(app)
+        async with channel, watching(stub, tenant) as watch:
+            stopped.append(app.feed.database)
+            await writer.execute(INSERT_SESSION, tenant, "pruned", "web", None, BASE_TIME)
+            await _until_folded(app)
+            await _prune_all(app)
+            await writer.execute(INSERT_SESSION, tenant, "kept", "web", None, BASE_TIME)
+            await _until_folded(app)
+            released.set()
+            async with asyncio.timeout(10):
+                await watch.ended.wait()
+    assert watch.changes == []
+    assert watch.error is not None
+    assert failure(watch.error).reason == "WATCH_TOKEN_EXPIRED"
+
+
+async def _until_folded(app: App) -> None:
+    """Until a fold of this test's own (after the writes it follows) held the lock."""
+    async with asyncio.timeout(10):
+        while True:
+            folded = await app.fold_counters()
+            if folded is not None and folded.held:
+                return
+            await asyncio.sleep(0.01)
+
+
+async def _prune_all(app: App) -> None:
+    """Prune everything logged so far (retrying while the folder holds the lock)."""
+    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):
+        while True:
+            if await change_log.prune(app.maintenance, retention=0.001) is not None:
+                return
+            await asyncio.sleep(0.01)

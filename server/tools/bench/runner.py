@@ -24,6 +24,7 @@ from server.tools.bench import (
     processes,
     scenarios,
     sqlreplay,
+    watch,
     writers,
 )
 from server.tools.bench.empty_server import PATH as EMPTY_PATH
@@ -89,6 +90,7 @@ class Results:
     sizes: dict[int, tuple[list[float], list[float]]] = field(default_factory=dict)
     server_log: dict[str, int] = field(default_factory=dict)  # warning/error line -> count
     writers: writers.WritersResult | None = None  # what our triggers cost other writers
+    watch: watch.WatchResult | None = None  # WatchSessions latency, exactness and cost
 
 
 class CheckError(RuntimeError):
@@ -215,7 +217,11 @@ async def _capture(url: str, items: list[Scenario]) -> list[ScenarioRun]:
     capture = sqlreplay.Capture(database)
     # The captured scenarios never watch: a feed that never starts is enough.
     feed = ChangeFeed(database, None, poll_interval=1.0)
-    watcher = Watcher(feed, database, WatchSettings(buffer=1, bookmark_interval=1, max_age=1))
+    watcher = Watcher(
+        feed,
+        database,
+        WatchSettings(buffer=1, bookmark_interval=1, max_age=1, initial_idle_timeout=1),
+    )
     service = SessionMonitoringService(database, watcher=watcher)
     runs: list[ScenarioRun] = []
     try:
@@ -368,6 +374,12 @@ async def run(options: Options, database_url: str) -> Results:
         database_url, rounds=1 if options.quick else 5, seconds=1.0 if options.quick else 3.0
     )
     for line in writers.summary(results.writers):
+        _line(f"  {line}")
+    _line("watch: WatchSessions streams on a server of their own, changes from plain SQL")
+    results.watch = await watch.measure(
+        database_url, workdir=options.workdir, seconds=3.0 if options.quick else 20.0
+    )
+    for line in watch.summary(results.watch):
         _line(f"  {line}")
     results.seconds = time.monotonic() - began
     return results
