@@ -272,65 +272,71 @@ async def test_streams_are_ordered_unique_atomic_reliable_resumable_and_bookmark
         for index in range(WRITERS_PER_TENANT)
     ]
     streams = [TenantStreams(tenant) for tenant in TENANTS]
-    async with AsyncExitStack() as stack:
-        app, stub = await stack.enter_async_context(_server(url))
-        filtered_token = await _list_token(stub, TENANTS[0], status=pb.SESSION_STATUS_ACTIVE)
-        filtered = Watch(
-            stub,
-            TENANTS[0],
-            pb.WatchSessionsRequest(status=pb.SESSION_STATUS_ACTIVE, resume_token=filtered_token),
-        )
-        for tenant in streams:
-            tenant.start(stub, await _list_token(stub, tenant.tenant_id))
-        await _phase(dsn, stub, writers)
-        # Cancelled mid-way and resumed from the last token received.
-        for tenant in streams:
-            tenant.start(stub, await tenant.stop())
-        await _phase(dsn, stub, writers)
-        await _drained(app, streams, writers)
-        filtered_events = list(filtered.events)
-        # Another instance: the first one shuts down (its streams end with a bookmark).
-        await stack.aclose()
-        for tenant in streams:
-            assert tenant.watch is not None
-            async with asyncio.timeout(10):
-                await tenant.watch.ended.wait()
-        app, stub = await stack.enter_async_context(_server(url))
-        for tenant in streams:
-            tenant.start(stub, await tenant.stop())
-        filtered = Watch(
-            stub,
-            TENANTS[0],
-            pb.WatchSessionsRequest(
-                status=pb.SESSION_STATUS_ACTIVE, resume_token=filtered_events[-1].resume_token
-            ),
-        )
-        await _phase(dsn, stub, writers)
-        await _drained(app, streams, writers)
-        # A PostgreSQL restart under open streams: they carry on once it is back.
-        await postgres.stop()
-        await postgres.start()
-        await _phase(dsn, stub, writers)
-        await _drained(app, streams, writers)
-        await asyncio.sleep(1.2)  # a heartbeat bookmark after the last event
-        final = {}
-        for tenant in streams:
-            await tenant.stop()
-            final[tenant.tenant_id] = tenant
-        await filtered.close()
-        filtered_events += filtered.events
-        listed = await stub.ListSessions(
-            pb.ListSessionsRequest(status=pb.SESSION_STATUS_ACTIVE, page_size=100),
-            metadata=tenant_metadata(TENANTS[0]),
-        )
+    try:
+        async with AsyncExitStack() as stack:
+            app, stub = await stack.enter_async_context(_server(url))
+            filtered_token = await _list_token(stub, TENANTS[0], status=pb.SESSION_STATUS_ACTIVE)
+            filtered = Watch(
+                stub,
+                TENANTS[0],
+                pb.WatchSessionsRequest(
+                    status=pb.SESSION_STATUS_ACTIVE, resume_token=filtered_token
+                ),
+            )
+            for tenant in streams:
+                tenant.start(stub, await _list_token(stub, tenant.tenant_id))
+            await _phase(dsn, stub, writers)
+            # Cancelled mid-way and resumed from the last token received.
+            for tenant in streams:
+                tenant.start(stub, await tenant.stop())
+            await _phase(dsn, stub, writers)
+            await _drained(app, streams, writers)
+            filtered_events = list(filtered.events)
+            # Another instance: the first one shuts down (its streams end with a bookmark).
+            await stack.aclose()
+            for tenant in streams:
+                assert tenant.watch is not None
+                async with asyncio.timeout(10):
+                    await tenant.watch.ended.wait()
+            app, stub = await stack.enter_async_context(_server(url))
+            for tenant in streams:
+                tenant.start(stub, await tenant.stop())
+            filtered = Watch(
+                stub,
+                TENANTS[0],
+                pb.WatchSessionsRequest(
+                    status=pb.SESSION_STATUS_ACTIVE, resume_token=filtered_events[-1].resume_token
+                ),
+            )
+            await _phase(dsn, stub, writers)
+            await _drained(app, streams, writers)
+            # A PostgreSQL restart under open streams: they carry on once it is back.
+            await postgres.stop()
+            await postgres.start()
+            await _phase(dsn, stub, writers)
+            await _drained(app, streams, writers)
+            await asyncio.sleep(1.2)  # a heartbeat bookmark after the last event
+            final = {}
+            for tenant in streams:
+                await tenant.stop()
+                final[tenant.tenant_id] = tenant
+            await filtered.close()
+            filtered_events += filtered.events
+            listed = await stub.ListSessions(
+                pb.ListSessionsRequest(status=pb.SESSION_STATUS_ACTIVE, page_size=100),
+                metadata=tenant_metadata(TENANTS[0]),
+            )
 
-        for tenant_id, tenant in final.items():
-            positions = [position_of(r.resume_token) for r in tenant.responses]
-            assert positions == sorted(positions), f"seed {seed}: positions went back"
-            tenant_writers = [writer for writer in writers if writer.tenant_id == tenant_id]
-            check_history(tenant.changes, tenant_writers)
-            await _check_resumes(stub, tenant, rng, seed)
-        _check_filtered(filtered_events, {s.session_id for s in listed.sessions}, seed)
+            for tenant_id, tenant in final.items():
+                positions = [position_of(r.resume_token) for r in tenant.responses]
+                assert positions == sorted(positions), f"seed {seed}: positions went back"
+                tenant_writers = [writer for writer in writers if writer.tenant_id == tenant_id]
+                check_history(tenant.changes, tenant_writers)
+                await _check_resumes(stub, tenant, rng, seed)
+            _check_filtered(filtered_events, {s.session_id for s in listed.sessions}, seed)
+    finally:
+        if postgres.running:
+            await postgres.stop()
 
 
 async def _check_resumes(
