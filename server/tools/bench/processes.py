@@ -112,16 +112,17 @@ class ServerProcess:
 
 @contextlib.asynccontextmanager
 async def service_server(
-    database_url: str, *, workers: int | None, log: Path
+    database_url: str, *, workers: int | None, log: Path, settings: dict[str, str] | None = None
 ) -> AsyncIterator[ServerProcess]:
-    """Run `python -m server serve` on a free port until the block ends."""
+    """Run `python -m server serve` on a free port until the block ends, with `settings`
+    (environment variables of server.config) over the defaults."""
     target = f"127.0.0.1:{free_port()}"
     args = [sys.executable, "-m", "server", "serve", "--address", target]
     args += ["--database-url", database_url]
     if workers is not None:
         args += ["--workers", str(workers)]
     # Per-call logging would be part of what is measured; warnings still reach the log file.
-    env = {**os.environ, "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "LOG_LEVEL": "WARNING", **(settings or {})}
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(

@@ -14,7 +14,7 @@ import asyncpg
 import grpc
 import sqlalchemy
 
-from server.tools.bench import h2load, sqlreplay, writers
+from server.tools.bench import h2load, sqlreplay, watch, writers
 from server.tools.bench.runner import Cell, Results, ScenarioRun
 
 CHART_NAME = "benchmarks.png"
@@ -214,6 +214,38 @@ def _writers(results: Results) -> list[str]:
     ]
 
 
+def _watch(results: Results) -> list[str]:
+    measured = results.watch
+    if measured is None:
+        return []
+    return [
+        "## Watch",
+        "",
+        "WatchSessions under load (`server/tools/bench/watch.py`), against a server process of "
+        "its own started like the one above, with its default settings but "
+        f"MAX_CONCURRENT_RPCS={measured.max_concurrent_rpcs:,}: a stream holds a concurrent-call "
+        f"slot for its whole life, and the default ({watch.DEFAULT_MAX_RPCS}) refuses most of "
+        f"the {watch.SPREAD.streams:,} streams (first line). The streams are read by "
+        f"{measured.clients} client processes (grpc.aio on uvloop, one channel each, streams "
+        "dealt round robin), which share this machine's CPUs with the server and PostgreSQL: "
+        "their CPU is shown beside the server's. The changes come from plain asyncpg SQL, "
+        "one per transaction (a new session, then messages in it, for each tenant in turn), "
+        f"paced evenly over {watch.WRITER_CONNECTIONS} connections at most. Latency runs "
+        "from the writer's clock right after COMMIT returned to the client's when the event "
+        "arrived (same machine). Every stream's events are checked against its tenant's "
+        "committed changes: lost, twice, out of commit order within a session, or made by no "
+        "writer of ours; clients wait for late events as long as any keep coming, so *lost* "
+        f"counts those still missing once none came for {watch.STALL_SECONDS:g} s. CPU, from "
+        "/proc, is counted from the first commit until every stream had its last event and "
+        "divided by the events delivered: the server process (all its threads), the clients, "
+        "PostgreSQL, the writers (the benchmark's own process) and *other*, what none of them "
+        "accounts for (the kernel's loopback networking, any other process on the machine).",
+        "",
+        *(f"- {line}" for line in watch.summary(measured)),
+        "",
+    ]
+
+
 def _scenario_details(run: ScenarioRun) -> list[str]:
     scenario = run.scenario
     return [
@@ -327,6 +359,7 @@ def markdown(results: Results, command: str, chart_name: str) -> str:
         *_walk(results),
         *_comparison(results),
         *_writers(results),
+        *_watch(results),
         DECISIONS.read_text().rstrip("\n"),
         "",
         "## Scenarios",
