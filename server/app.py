@@ -45,6 +45,7 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 WRITES_HEALTH_NAME = f"{SERVICE_NAME}/UpdateSessionStatus"
 _PROBE_TIMEOUT = 2.0
 PRUNE_INTERVAL = 10.0  # seconds between prunes of the change log
+DROP_ZEROS_INTERVAL = 1.0  # seconds between drops of counters that fell to zero
 
 
 class StartupError(RuntimeError):
@@ -99,10 +100,10 @@ class App:
         if self.tracer_provider is not None:
             await asyncio.to_thread(self.tracer_provider.shutdown)
 
-    async def fold_counters(self) -> counters.FoldResult | None:
+    async def fold_counters(self, *, drop_zeros: bool = True) -> counters.FoldResult | None:
         """Fold the counters' deltas once; None (logged once per outage) when it failed."""
         try:
-            result = await counters.fold(self.maintenance)
+            result = await counters.fold(self.maintenance, drop_zeros=drop_zeros)
         except Exception as error:  # the next round retries; reads stay exact meanwhile
             if not self._fold_failing:
                 logger.warning("folding counter deltas failed: %s", error.__class__.__name__)
@@ -136,10 +137,13 @@ class App:
             await self.check_database()
 
     async def _fold_forever(self) -> None:
-        pruned_at = 0.0
+        pruned_at = zeros_dropped_at = 0.0
         while True:
             await asyncio.sleep(self.fold_interval)
-            await self.fold_counters()
+            drop_zeros = time.monotonic() - zeros_dropped_at >= DROP_ZEROS_INTERVAL
+            if drop_zeros:
+                zeros_dropped_at = time.monotonic()
+            await self.fold_counters(drop_zeros=drop_zeros)
             if time.monotonic() - pruned_at >= PRUNE_INTERVAL:
                 pruned_at = time.monotonic()
                 with contextlib.suppress(Exception):  # the next round retries
@@ -182,6 +186,8 @@ def create_app(
         interceptors=[
             ServiceInterceptor(
                 deadline_ceiling=settings.default_deadline,
+                max_calls=settings.max_concurrent_rpcs,
+                max_streams=settings.watch_max_streams,
                 policy=policy,
                 metrics=metrics,
                 access_log=settings.access_log,
@@ -195,7 +201,6 @@ def create_app(
             # Lets `--workers` processes share one port; harmless for a single process.
             ("grpc.so_reuseport", 1),
         ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
 
     def serving_pool(url: str) -> Database:

@@ -83,7 +83,14 @@ class Settings(BaseSettings):
         256,
         ge=1,
         alias="MAX_CONCURRENT_RPCS",
-        description="calls served at once per process; more get RESOURCE_EXHAUSTED",
+        description="unary calls served at once per process; more get RESOURCE_EXHAUSTED "
+        "(watch streams count apart; health and reflection are never refused)",
+    )
+    watch_max_streams: int = Field(
+        4096,
+        ge=1,
+        alias="WATCH_MAX_STREAMS",
+        description="watch streams open at once per process; more get RESOURCE_EXHAUSTED",
     )
     max_request_bytes: int = Field(
         65536, ge=1024, alias="MAX_REQUEST_BYTES", description="largest request message accepted"

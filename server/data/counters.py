@@ -131,12 +131,14 @@ _MOVE = compile_statement(
     )
     SELECT (SELECT count(*) FROM moved_sessions) AS session_deltas,
            (SELECT count(*) FROM moved_messages) AS message_deltas,
-           (SELECT last_position FROM advanced) AS last_position
+           (SELECT last_position FROM advanced) AS last_position,
+           -- The readers' wake-up, sent at commit, in this same round trip.
+           (SELECT pg_notify('{CHANGES_CHANNEL}', CAST(last_position AS text)) FROM advanced)
+             AS notified
     """
     )
 )
 _TAKE_LOCK = "SELECT pg_try_advisory_xact_lock($1)"
-_NOTIFY = f"SELECT pg_notify('{CHANGES_CHANNEL}', $1)"
 
 
 def _drop_zeros(counters: str) -> Compiled:
@@ -167,9 +169,11 @@ class FoldResult:
     last_position: int | None = None
 
 
-async def fold(database: Database) -> FoldResult:
+async def fold(database: Database, *, drop_zeros: bool = True) -> FoldResult:
     """Fold every delta committed so far into the counters and the change log, unless another
-    instance is folding right now; wake the log's readers when it logged changes."""
+    instance is folding right now; wake the log's readers when it logged changes. With
+    `drop_zeros`, counters that fell to zero go too (the service does it once a second, not
+    every round: zeros only cost a little room)."""
     # READ COMMITTED whatever the server's default: each statement's snapshot is taken once the
     # lock is held, and the move sees every delta committed by then.
     async with (
@@ -182,11 +186,9 @@ async def fold(database: Database) -> FoldResult:
         result = FoldResult(
             True, row["session_deltas"], row["message_deltas"], row["last_position"]
         )
-        if result.session_deltas or result.message_deltas:
+        if drop_zeros:
             for statement in _DROP_ZEROS:
                 await connection.execute(statement.sql)
-        if result.last_position is not None:
-            await connection.execute(_NOTIFY, str(result.last_position))
     if result.session_deltas + result.message_deltas >= VACUUM_AFTER:
         await database.fetch(_VACUUM_DELTAS, {})
     return result

@@ -31,6 +31,7 @@ REASON_CONFLICT = "CONFLICT"
 REASON_INTERNAL = "INTERNAL"
 REASON_WATCH_TOKEN_EXPIRED = "WATCH_TOKEN_EXPIRED"  # noqa: S105 -- a reason, not a secret
 REASON_WATCH_TOO_SLOW = "WATCH_TOO_SLOW"
+REASON_SERVER_BUSY = "SERVER_BUSY"
 
 MESSAGE_MISSING_TENANT_ID = "the x-tenant-id metadata is required"
 MESSAGE_INVALID_ARGUMENT = "the request has invalid fields"
@@ -188,6 +189,15 @@ class InternalError(ServiceError):
     message: str = MESSAGE_INTERNAL
     code = grpc.StatusCode.INTERNAL
     reason = REASON_INTERNAL
+
+
+@dataclass
+class ServerBusyError(ServiceError):
+    """Raised when the process already serves as many calls (or streams) as it may at once."""
+
+    message: str = "the server is serving as many calls as it may at once; retry later"
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = REASON_SERVER_BUSY
 
 
 @dataclass

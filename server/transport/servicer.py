@@ -161,7 +161,8 @@ class SessionMonitoringService(pb_grpc.SessionMonitoringServicer):
 
     async def WatchSessions(
         self, request: pb.WatchSessionsRequest, context: Context
-    ) -> AsyncIterator[pb.WatchSessionsResponse]:
+    ) -> AsyncIterator[pb.WatchSessionsResponse | bytes]:
+        """Events as messages, or already serialized (encoded once for many streams)."""
         tenant_id = current_tenant()
         query = validation.watch_query(request, tenant_id=tenant_id)
         async for response in self._watcher.stream(query, tenant_id):

@@ -172,15 +172,20 @@ class ChangeFeed:
                     by_tenant[tenant_id].append(change)
             else:
                 by_tenant[change.tenant_id].append(change)
+        self.position = changes[-1].position
+        # Only the streams given changes wake now (waking all of them for every read was most
+        # of the cost with many quiet streams); the others see the new horizon when they next
+        # wake, for a bookmark.
         for tenant_id, tenant_changes in by_tenant.items():
             for subscription in self._subscriptions.get(tenant_id, ()):
                 subscription.offer(tenant_changes)
                 subscription.mid_transaction = continues
-        self.position = changes[-1].position
+                subscription.wake.set()
         for subscriptions in self._subscriptions.values():
             for subscription in subscriptions:
                 subscription.horizon = self.position
-                subscription.wake.set()
+                if subscription.expired:
+                    subscription.wake.set()
 
     async def _listen(self) -> None:
         assert self._listen_dsn is not None  # start() checked

@@ -12,6 +12,7 @@ resume token), and, after a last BOOKMARK, at its maximum age or server shutdown
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -70,8 +71,11 @@ class Watcher:
         self._feed = feed
         self._database = database
         self._settings = settings
+        self._encoded = EncodedEvents()
 
-    def stream(self, query: WatchQuery, tenant_id: str) -> AsyncIterator[pb.WatchSessionsResponse]:
+    def stream(
+        self, query: WatchQuery, tenant_id: str
+    ) -> AsyncIterator[pb.WatchSessionsResponse | bytes]:
         """The responses of one stream."""
         return _Stream(self, query, tenant_id).run()
 
@@ -81,6 +85,7 @@ class _Stream:
         self._feed = watcher._feed
         self._database = watcher._database
         self._settings = watcher._settings
+        self._encoded = watcher._encoded
         self._query = query
         self._tenant_id = tenant_id
         self._epoch = 0
@@ -94,7 +99,7 @@ class _Stream:
         )
         return watch_tokens.encode(point, self._query.scope)
 
-    async def run(self) -> AsyncIterator[pb.WatchSessionsResponse]:
+    async def run(self) -> AsyncIterator[pb.WatchSessionsResponse | bytes]:
         state = await change_log.log_state(self._database)
         self._epoch = state.epoch
         start = self._query.start
@@ -112,14 +117,14 @@ class _Stream:
             raise DatabaseUnavailableError()
         try:
             if self._query.send_initial:
-                async for response in self._initial():
-                    yield response
+                async for initial in self._initial():
+                    yield initial
             else:
                 yield self._bookmark()  # the stream's start: it is subscribed from here on
-            async for response in self._catch_up(subscription.horizon):
-                yield response
-            async for response in self._follow(subscription):
-                yield response
+            async for change in self._catch_up(subscription.horizon):
+                yield change
+            async for change in self._follow(subscription):
+                yield change
         finally:
             self._feed.unsubscribe(subscription)
 
@@ -145,7 +150,7 @@ class _Stream:
             ) from None
         yield self._bookmark(initial_events_end=True)
 
-    async def _catch_up(self, horizon: int) -> AsyncIterator[pb.WatchSessionsResponse]:
+    async def _catch_up(self, horizon: int) -> AsyncIterator[pb.WatchSessionsResponse | bytes]:
         """The log from the stream's position up to where the feed stood at subscription. A
         TRUNCATE (or a prune) in that stretch shows as the oldest resumable position passing
         where it started."""
@@ -169,7 +174,9 @@ class _Stream:
         ):
             raise WatchTokenExpiredError()
 
-    async def _follow(self, subscription: Subscription) -> AsyncIterator[pb.WatchSessionsResponse]:
+    async def _follow(
+        self, subscription: Subscription
+    ) -> AsyncIterator[pb.WatchSessionsResponse | bytes]:
         queue = subscription.changes
         last_sent = time.monotonic()
         while True:
@@ -180,6 +187,8 @@ class _Stream:
             # Never between the parts of one transaction larger than a read, but on shutdown.
             aged = time.monotonic() >= self._ends_at and not subscription.mid_transaction
             if subscription.closing or (aged and not queue):
+                if not queue:
+                    self._position = max(self._position, subscription.horizon)
                 yield self._bookmark()
                 return
             if queue:
@@ -198,13 +207,15 @@ class _Stream:
                 async with asyncio.timeout(max(wait - time.monotonic(), 0)):
                     await subscription.wake.wait()
             except TimeoutError:
-                if time.monotonic() < self._ends_at:
+                if time.monotonic() < self._ends_at and not queue:
+                    # Quiet streams are not woken by the feed: catch up with its horizon here.
+                    self._position = max(self._position, subscription.horizon)
                     last_sent = time.monotonic()
                     yield self._bookmark()
 
-    def _changes(self, changes: list[LoggedChange]) -> list[pb.WatchSessionsResponse]:
+    def _changes(self, changes: list[LoggedChange]) -> list[pb.WatchSessionsResponse | bytes]:
         """The responses for these changes (positions the stream passed are left out)."""
-        responses = []
+        responses: list[pb.WatchSessionsResponse | bytes] = []
         for change in changes:
             if change.position <= self._position:
                 continue
@@ -221,7 +232,7 @@ class _Stream:
                 responses.append(response)
         return responses
 
-    def _response(self, change: LoggedChange) -> pb.WatchSessionsResponse | None:
+    def _response(self, change: LoggedChange) -> bytes | None:
         filters = self._query.filters
         if change.kind == KIND_MESSAGE:
             event = message_event(change.change.session_id, change.message_session, filters)
@@ -229,16 +240,9 @@ class _Stream:
             event = session_event_of(change.change, filters)
         if event is None:
             return None
-        response = pb.WatchSessionsResponse(type=_TYPES[event], resume_token=self._token())
-        if change.session is not None:
-            convert.fill_session(response.session, change.session)
-        else:
-            response.session.session_id = change.change.session_id
-            response.session.tenant_id = change.tenant_id
-        if change.message is not None:
-            convert.fill_message(response.message, change.message)
-        convert.set_stored_time(response.commit_time, change.committed_key)
-        return response
+        # Fields may come in any order: the event as every stream sees it, then this stream's
+        # token (server.transport.interceptors passes the bytes through).
+        return self._encoded.event(change, _TYPES[event]) + resume_token_field(self._token())
 
     def _bookmark(self, *, initial_events_end: bool = False) -> pb.WatchSessionsResponse:
         response = pb.WatchSessionsResponse(
@@ -257,6 +261,52 @@ def list_watch_token(tenant_id: str, filters: SessionFilters, start: WatchStart)
     )
     point = watch_tokens.WatchPoint(start.epoch, start.position, Snapshot.parse(start.snapshot))
     return watch_tokens.encode(point, scope)
+
+
+class EncodedEvents:
+    """Each change's event encoded once, however many streams send it (their tokens differ,
+    so they are appended per stream). Bounded: the changes of the last few reads."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._events: collections.OrderedDict[tuple[int, int], bytes] = collections.OrderedDict()
+
+    def event(self, change: LoggedChange, event_type: pb.WatchEventType) -> bytes:
+        """The serialized response for `change` as an event of `event_type`, but its token."""
+        key = (change.position, event_type)
+        encoded = self._events.get(key)
+        if encoded is None:
+            encoded = self._events[key] = _event(change, event_type).SerializeToString()
+            if len(self._events) > self._size:
+                self._events.popitem(last=False)
+        return encoded
+
+
+def _event(change: LoggedChange, event_type: pb.WatchEventType) -> pb.WatchSessionsResponse:
+    response = pb.WatchSessionsResponse(type=event_type)
+    if change.session is not None:
+        convert.fill_session(response.session, change.session)
+    else:
+        response.session.session_id = change.change.session_id
+        response.session.tenant_id = change.tenant_id
+    if change.message is not None:
+        convert.fill_message(response.message, change.message)
+    convert.set_stored_time(response.commit_time, change.committed_key)
+    return response
+
+
+_RESUME_TOKEN_TAG = bytes([pb.WatchSessionsResponse.RESUME_TOKEN_FIELD_NUMBER << 3 | 2])
+
+
+def resume_token_field(token: str) -> bytes:
+    """`resume_token` as an encoded field: its tag, its length as a varint, its bytes."""
+    raw = token.encode()
+    size, length = len(raw), bytearray()
+    while size > 0x7F:
+        length.append(size & 0x7F | 0x80)
+        size >>= 7
+    length.append(size)
+    return _RESUME_TOKEN_TAG + bytes(length) + raw
 
 
 def _session_response(

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sessionmonitoring.v1 import session_monitoring_pb2 as pb
 from sessionmonitoring.v1 import session_monitoring_pb2_grpc as pb_grpc
 from sqlalchemy import text
@@ -499,3 +500,24 @@ async def _prune_all(app: App) -> None:
             if await change_log.prune(app.maintenance, retention=0.001) is not None:
                 return
             await asyncio.sleep(0.01)
+
+
+async def test_open_streams_count_apart_from_calls_and_never_crowd_out_health(
+    database_url: str, tenant: str
+) -> None:
+    async with serving(database_url, max_concurrent_rpcs=1, watch_max_streams=2) as app:
+        channel, stub = await _own_stub(app)
+        async with channel, watching(stub, tenant), watching(stub, tenant):
+            listed = await stub.ListSessions(
+                pb.ListSessionsRequest(), metadata=tenant_metadata(tenant)
+            )
+            assert listed.pagination.total == 0
+            health = health_pb2_grpc.HealthStub(channel)
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
+            third = Watch(stub, tenant, pb.WatchSessionsRequest())
+            async with asyncio.timeout(10):
+                await third.ended.wait()
+            assert third.error is not None
+            got = failure(third.error)
+            assert (got.code, got.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY")

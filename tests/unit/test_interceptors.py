@@ -47,7 +47,9 @@ def _sync(request: Any, context: Any) -> Any:
 
 
 def _interceptor() -> ServiceInterceptor:
-    return ServiceInterceptor(deadline_ceiling=30, tenantless_services=(HEALTH, REFLECTION))
+    return ServiceInterceptor(
+        deadline_ceiling=30, max_calls=8, max_streams=8, tenantless_services=(HEALTH, REFLECTION)
+    )
 
 
 async def _resolve(interceptor: ServiceInterceptor, lookup: Lookup, method: str) -> Handler:

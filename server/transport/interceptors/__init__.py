@@ -1,8 +1,8 @@
 """The server interceptor of our services. Every call of every method, unary or streaming in
 either direction, runs through one chain of small pieces, composed once per method:
 
-    request id → tracing → access log and metrics → error mapping → caller and tenant → deadline
-    → handler
+    request id → tracing → access log and metrics → error mapping → concurrency → caller and
+    tenant → deadline → handler
 
 - `request_ids`: takes or makes the request id, tags every log line, returns it in the trailers;
 - `tracing`: with tracing on, a span per call that continues the caller's `traceparent`;
@@ -10,6 +10,9 @@ either direction, runs through one chain of small pieces, composed once per meth
   (CANCELLED when the client cancels);
 - `error_mapping`: every exception, raised before the first message or mid-stream, becomes a
   precise status with google.rpc.Status details and the request id;
+- `concurrency`: at most MAX_CONCURRENT_RPCS unary calls and WATCH_MAX_STREAMS streams at
+  once, counted apart (grpc's own limit would count open watches against every call, health
+  probes included);
 - `caller_tenant`: with a caller policy, identifies the caller and checks it may act for the
   tenant named by `x-tenant-id`; binds that tenant for the handler;
 - `deadlines`: unary calls end at the caller's deadline or the server's ceiling, streaming calls
@@ -32,6 +35,7 @@ from server.transport.auth import CallerPolicy
 from server.transport.interceptors.access_log import AccessLogAndMetrics
 from server.transport.interceptors.caller_tenant import CallerAndTenant
 from server.transport.interceptors.chain import Layer, Method, compose
+from server.transport.interceptors.concurrency import Concurrency
 from server.transport.interceptors.deadlines import Deadline
 from server.transport.interceptors.error_mapping import ErrorMapping
 from server.transport.interceptors.request_ids import RequestIds
@@ -56,6 +60,8 @@ class ServiceInterceptor(_ServerInterceptor):
         self,
         *,
         deadline_ceiling: float,
+        max_calls: int,
+        max_streams: int,
         policy: CallerPolicy | None = None,
         metrics: Metrics | None = None,
         access_log: bool = True,
@@ -69,6 +75,7 @@ class ServiceInterceptor(_ServerInterceptor):
             Tracing(tracer),
             AccessLogAndMetrics(metrics=metrics, access_log=access_log),
             ErrorMapping(),
+            Concurrency(calls=max_calls, streams=max_streams),
             CallerAndTenant(policy),
             Deadline(deadline_ceiling),
         )
@@ -101,9 +108,12 @@ class ServiceInterceptor(_ServerInterceptor):
             request_streaming=handler.request_streaming,
             response_streaming=handler.response_streaming,
         )
+        serializer = handler.response_serializer
+        if method.response_streaming and serializer is not None:
+            serializer = _passing_bytes(serializer)
         codecs: dict[str, Any] = {
             "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
+            "response_serializer": serializer,
         }
         if handler.unary_unary is not None:
             chain = compose(method, handler.unary_unary, self._entry, self._layers)
@@ -118,6 +128,16 @@ class ServiceInterceptor(_ServerInterceptor):
             chain = compose(method, handler.stream_stream, self._entry, self._layers)
             return grpc.stream_stream_rpc_method_handler(chain, **codecs)
         raise TypeError(f"{path}: the method handler has no behavior")
+
+
+def _passing_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A streaming method's serializer that also takes a response already serialized: an event
+    sent on many streams is encoded once (server.transport.watch_stream)."""
+
+    def serialized(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serialized
 
 
 def _service(path: str) -> str:
