@@ -92,6 +92,10 @@ _MOVE = compile_statement(
         FROM moved_sessions WHERE op IN ('I', 'U', 'D')
       WINDOW w AS (PARTITION BY xid, tenant_id, session_id ORDER BY seq)
        ORDER BY xid, tenant_id, session_id, seq DESC
+    ), per_message AS (
+      SELECT DISTINCT ON (xid, tenant_id, message_id) *
+        FROM moved_messages WHERE op IS NOT NULL
+       ORDER BY xid, tenant_id, message_id, seq DESC
     ), changes AS (
       SELECT xid, first_seq AS seq, tenant_id, session_id,
              CASE WHEN NOT existed THEN 'A' WHEN "exists" THEN 'U' ELSE 'R' END AS kind,
@@ -101,14 +105,11 @@ _MOVE = compile_statement(
              CAST(NULL AS timestamptz) AS message_created_at
         FROM per_session WHERE existed OR "exists"
       UNION ALL
-      -- A message that arrived (inserted, or moved into its session) and stayed.
+      -- A message that arrived (inserted, or moved into its session) and stayed: its last
+      -- row in the transaction adds it somewhere.
       SELECT xid, seq, tenant_id, session_id, 'M', true, NULL, NULL, true, NULL, NULL, NULL,
              NULL, NULL, message_id, role, created_at
-        FROM moved_messages AS m
-       WHERE n = 1 AND op IS NOT NULL AND NOT EXISTS (
-             SELECT FROM moved_messages AS gone
-              WHERE gone.xid = m.xid AND gone.tenant_id = m.tenant_id
-                AND gone.message_id = m.message_id AND gone.n = -1 AND gone.seq > m.seq)
+        FROM per_message WHERE n = 1
       UNION ALL
       -- A TRUNCATE: the history of every tenant restarts here.
       SELECT xid, seq, tenant_id, session_id, 'T', false, NULL, NULL, false, NULL, NULL, NULL,

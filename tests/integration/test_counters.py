@@ -206,6 +206,31 @@ async def test_copy_and_cascading_deletes_are_counted(database_url: str, tenant:
         await connection.close()
 
 
+async def test_a_bulk_copy_is_folded_and_logged_in_one_move(
+    private_database_url: str, tenant: str
+) -> None:
+    """20,000 messages in one COPY: one move folds them and logs each once (the timeout only
+    keeps a hang from stalling the suite)."""
+    await asyncio.to_thread(upgrade_to_head, private_database_url)
+    connection = await asyncpg.connect(asyncpg_dsn(private_database_url))
+    try:
+        await connection.execute(INSERT_SESSION, tenant, "s", BASE_TIME)
+        await connection.copy_records_to_table(
+            "chat_messages",
+            records=[(tenant, "s", "user", BASE_TIME) for _ in range(20_000)],
+            columns=["tenant_id", "session_id", "role", "created_at"],
+        )
+        async with opened(private_database_url) as database, asyncio.timeout(60):
+            folded = await counters.fold(database)
+        assert folded.message_deltas == 20_000
+        logged = await connection.fetchval(
+            "SELECT count(DISTINCT message_id) FROM chat_session_changes WHERE kind = 'M'"
+        )
+        assert logged == 20_000
+    finally:
+        await connection.close()
+
+
 async def test_truncate_of_either_table_empties_its_counters(private_database_url: str) -> None:
     await asyncio.to_thread(upgrade_to_head, private_database_url)
     connection = await asyncpg.connect(asyncpg_dsn(private_database_url))
