@@ -194,3 +194,21 @@ async def test_a_normal_start_and_shutdown_print_only_the_services_own_log_lines
     assert lines
     # No gRPC C-core lines (`I1201 ... fork_posix.cc ...`), no stray warnings or tracebacks.
     assert [line for line in lines if not _LOG_LINE.match(line)] == []
+
+
+async def test_sigterm_ends_open_watch_streams_at_once_with_a_last_bookmark(
+    served: RunningServer, tenant: str
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+        stub = pb_grpc.SessionMonitoringStub(channel)
+        call = stub.WatchSessions(pb.WatchSessionsRequest(), metadata=tenant_metadata(tenant))
+        first = await call.read()
+        assert first.type == pb.WATCH_EVENT_TYPE_BOOKMARK
+        started = asyncio.get_running_loop().time()
+        served.process.send_signal(signal.SIGTERM)
+        last = await call.read()
+        assert last.type == pb.WATCH_EVENT_TYPE_BOOKMARK
+        assert await call.code() == grpc.StatusCode.OK
+        # Well within the 10 s grace period: a stream does not hold the shutdown up.
+        assert asyncio.get_running_loop().time() - started < 5
+    assert await _finish(served) == 0

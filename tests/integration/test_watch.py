@@ -521,3 +521,16 @@ async def test_open_streams_count_apart_from_calls_and_never_crowd_out_health(
             assert third.error is not None
             got = failure(third.error)
             assert (got.code, got.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY")
+
+
+async def test_a_cancelled_stream_leaves_nothing_subscribed(database_url: str, tenant: str) -> None:
+    async with serving(database_url) as app:
+        channel, stub = await _own_stub(app)
+        async with channel:
+            async with watching(stub, tenant), watching(stub, tenant, send_initial=True):
+                assert app.feed.streams == 2
+            async with asyncio.timeout(10):
+                while True:
+                    if app.feed.streams == 0:
+                        return
+                    await asyncio.sleep(0.01)
