@@ -142,8 +142,8 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         alias="WATCH_INITIAL_IDLE_TIMEOUT",
-        description="seconds a client may stop reading a send_initial set before its stream "
-        "ends RESOURCE_EXHAUSTED (the snapshot's transaction is ended)",
+        description="seconds a client may take over each 500 sessions of a send_initial set "
+        "before its stream ends RESOURCE_EXHAUSTED (the snapshot's transaction is ended)",
     )
     watch_poll_interval: float = Field(
         1.0,

@@ -263,7 +263,7 @@ async def initial_set(
     tenant_id: str,
     filters: WatchFilters,
     idle_timeout: float,
-    prefetch: int = 500,
+    batch: int = 500,
 ) -> AsyncIterator[InitialSet]:
     """Every session of the tenant matching `filters` now, newest first, read in one
     REPEATABLE READ snapshot together with the log's state: a stream that then follows the log
@@ -291,28 +291,27 @@ async def initial_set(
                 f"SET LOCAL idle_in_transaction_session_timeout = {int(idle_timeout * 1000)}"
             )
             state = _state_of(await connection.fetchrow(_STATE.sql))
-            cursor = connection.cursor(
-                statement.sql, *statement.arguments(values), prefetch=prefetch
-            )
-            yield InitialSet(state, pauses.rows(cursor))
-    except (asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-        if pauses.longest < idle_timeout:
+            cursor = await connection.cursor(statement.sql, *statement.arguments(values))
+            yield InitialSet(state, pauses.rows(cursor, batch))
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        if pauses.idle < idle_timeout:
             raise
         raise InitialSetAbandonedError() from error
 
 
 class _Pauses:
-    """How long the caller held a row: meanwhile nothing runs on the connection, so a pause
-    that long is what ended the transaction when the next fetch (or its end) fails."""
+    """How long the connection sat idle before its latest fetch: the caller's time with the
+    rows of the batch before. That long, and PostgreSQL ended the transaction."""
 
     def __init__(self) -> None:
-        self.longest = 0.0
+        self.idle = 0.0
 
-    async def rows(self, cursor: Any) -> AsyncIterator[SessionRow]:
-        async for row in cursor:
+    async def rows(self, cursor: Any, batch: int) -> AsyncIterator[SessionRow]:
+        while rows := await cursor.fetch(batch):
             handed_out = time.monotonic()
-            yield SessionRow.of(row)
-            self.longest = max(self.longest, time.monotonic() - handed_out)
+            for row in rows:
+                yield SessionRow.of(row)
+            self.idle = time.monotonic() - handed_out
 
 
 # Older than the retention window: gone, and no stream may resume before what is left. One
