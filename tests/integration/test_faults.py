@@ -365,8 +365,9 @@ async def test_connections_the_database_closed_while_idle_are_replaced_without_f
                     {"app": APPLICATION_NAME, "started": started},
                 )
             ).scalar_one()
-        # Every connection this server opened (two, or one when the two calls did not overlap).
-        assert terminated in (1, 2)
+        # Every serving connection this server opened (one or two, as the calls overlapped),
+        # and any other server of the suite opened meanwhile (it reconnects the same way).
+        assert terminated >= 1
         await asyncio.sleep(0.2)  # the closed sockets are noticed by the event loop
         for _ in range(3):
             listed = await own_stub.ListSessions(request, metadata=tenant_metadata(tenant))

@@ -296,17 +296,31 @@ async def _read_to_end(
             into.append(response)  # type: ignore[arg-type]  # EOF is not a response
 
 
+SLOW_BATCHES = 200
+
+
 async def test_a_client_that_falls_behind_gets_resource_exhausted_with_a_token_that_resumes(
     database_url: str, writer: asyncpg.Connection, tenant: str
 ) -> None:
     async with serving(database_url, watch_buffer=5) as app:
-        channel, stub = await _own_stub(app)
+        # No window growth (BDP probing): the server's writes wait once 64 KiB are in flight,
+        # well before the ~300 KB of events below are sent.
+        options = [("grpc.http2.bdp_probe", 0)]
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=options)
+        stub = pb_grpc.SessionMonitoringStub(channel)
         async with channel:
             call = stub.WatchSessions(pb.WatchSessionsRequest(), metadata=tenant_metadata(tenant))
             first = await call.read()  # the start bookmark; then it reads nothing for a while
             assert first.type == BOOKMARK
-            for index in range(200):
-                await writer.execute(INSERT_SESSION, tenant, f"s-{index}", "web", None, BASE_TIME)
+            for batch in range(SLOW_BATCHES):  # transactions of 10, each more than the buffer
+                await writer.execute(
+                    "INSERT INTO chat_sessions (tenant_id, session_id, created_at, updated_at) "
+                    "SELECT $1, 's-' || lpad(CAST($2 * 10 + i AS text), 5, '0'), $3, $3 "
+                    "FROM generate_series(0, 9) AS i",
+                    tenant,
+                    batch,
+                    BASE_TIME,
+                )
             seen: list[pb.WatchSessionsResponse] = []
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await _read_to_end(call, seen)
@@ -316,10 +330,11 @@ async def test_a_client_that_falls_behind_gets_resource_exhausted_with_a_token_t
             token = got.error_metadata["resume_token"]
             await _until_caught_up(app)  # else the resumed stream, buffer 5, overflows too
             async with watching(stub, tenant, resume_token=token) as resumed:
-                await resumed.changes_count(200 - len([s for s in seen if s.type != BOOKMARK]))
+                total = SLOW_BATCHES * 10
+                await resumed.changes_count(total - len([s for s in seen if s.type != BOOKMARK]))
             ids = [s.session.session_id for s in seen if s.type != BOOKMARK]
             ids += [event.session.session_id for event in resumed.changes]
-            assert ids == [f"s-{index}" for index in range(200)]
+            assert ids == [f"s-{index:05}" for index in range(total)]
 
 
 async def test_a_stream_ends_ok_with_a_bookmark_at_its_maximum_age_and_heartbeats_before(
