@@ -181,27 +181,9 @@ def _change(row: asyncpg.Record) -> LoggedChange:
             row["message_id"], row["message_role"], None, None, row["message_created_key"]
         )
         if row["present"]:
-            session = SessionRow(
-                row["tenant_id"],
-                row["session_id"],
-                row["now_channel_type"],
-                row["now_status"],
-                row["now_end_time"],
-                row["now_created_key"],
-                row["now_updated_key"],
-                row["message_count"],
-            )
+            session = _session(row, "now_", row["message_count"])
     elif row["created_key"] is not None:
-        session = SessionRow(
-            row["tenant_id"],
-            row["session_id"],
-            row["channel_type"],
-            row["status"],
-            row["end_time"],
-            row["created_key"],
-            row["updated_key"],
-            0 if kind == KIND_REMOVED else row["message_count"],
-        )
+        session = _session(row, "", 0 if kind == KIND_REMOVED else row["message_count"])
     return LoggedChange(
         row["position"],
         row["xid"],
@@ -213,6 +195,21 @@ def _change(row: asyncpg.Record) -> LoggedChange:
         session,
         message_session,
         message,
+    )
+
+
+def _session(row: asyncpg.Record, prefix: str, message_count: int) -> SessionRow:
+    """The session in `row`'s columns named with `prefix` (the log's state, or `now_`: the
+    chat_sessions row as it is)."""
+    return SessionRow(
+        row["tenant_id"],
+        row["session_id"],
+        row[f"{prefix}channel_type"],
+        row[f"{prefix}status"],
+        row[f"{prefix}end_time"],
+        row[f"{prefix}created_key"],
+        row[f"{prefix}updated_key"],
+        message_count,
     )
 
 

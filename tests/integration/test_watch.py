@@ -395,6 +395,31 @@ async def test_truncate_ends_every_stream_with_an_expired_history(
         await connection.close()
 
 
+class HeldFeeds:
+    """Holds back the change-log reads of chosen servers' feeds (their streams' own catch-up
+    reads go on) until released: a reader that lags, or is stopped."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._released = asyncio.Event()
+        self._held: list[object] = []
+        read_changes = change_log.read_changes
+
+        async def held_back(database: Any, **options: Any) -> list[change_log.LoggedChange]:
+            if database in self._held and options.get("tenant_id") is None:
+                await self._released.wait()
+            return await read_changes(database, **options)
+
+        monkeypatch.setattr(change_log, "read_changes", held_back)
+
+    def hold(self, app: App) -> None:
+        """Hold back `app`'s feed from now on."""
+        self._held.append(app.feed.database)
+
+    def release(self) -> None:
+        """Let every held feed read again."""
+        self._released.set()
+
+
 async def test_a_token_ahead_of_this_instances_reader_repeats_nothing_when_it_catches_up(
     database_url: str,
     stub: pb_grpc.SessionMonitoringStub,
@@ -404,25 +429,16 @@ async def test_a_token_ahead_of_this_instances_reader_repeats_nothing_when_it_ca
 ) -> None:
     """Instance B's reader lags behind a token from instance A: B subscribes the stream below
     the token's position, and its reader then hands over changes the stream has passed."""
-    released = asyncio.Event()
-    read_changes = change_log.read_changes
-    lagging: list[object] = []
-
-    async def held_back(database: Any, **options: Any) -> list[change_log.LoggedChange]:
-        if database in lagging and options.get("tenant_id") is None:
-            await released.wait()
-        return await read_changes(database, **options)
-
-    monkeypatch.setattr(change_log, "read_changes", held_back)
+    held = HeldFeeds(monkeypatch)
     async with serving(database_url) as instance_b:
-        lagging.append(instance_b.feed.database)
+        held.hold(instance_b)
         async with watching(stub, tenant) as watch:
             for index in range(3):
                 await writer.execute(INSERT_SESSION, tenant, f"s-{index}", "web", None, BASE_TIME)
             events = await watch.changes_count(3)
         channel, stub_b = await _own_stub(instance_b)
         async with channel, watching(stub_b, tenant, resume_token=events[-1].resume_token) as b:
-            released.set()
+            held.release()
             await writer.execute(INSERT_SESSION, tenant, "after", "web", None, BASE_TIME)
             await b.changes_count(1)
             await asyncio.sleep(0.3)
@@ -470,26 +486,17 @@ async def test_a_reader_stopped_for_longer_than_the_retention_expires_its_stream
     tenant: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    released = asyncio.Event()
-    read_changes = change_log.read_changes
-    stopped: list[object] = []
-
-    async def held_back(database: Any, **options: Any) -> list[change_log.LoggedChange]:
-        if database in stopped and options.get("tenant_id") is None:
-            await released.wait()
-        return await read_changes(database, **options)
-
-    monkeypatch.setattr(change_log, "read_changes", held_back)
+    held = HeldFeeds(monkeypatch)
     async with serving(database_url) as app:
         channel, stub = await _own_stub(app)
         async with channel, watching(stub, tenant) as watch:
-            stopped.append(app.feed.database)
+            held.hold(app)
             await writer.execute(INSERT_SESSION, tenant, "pruned", "web", None, BASE_TIME)
             await _until_folded(app)
             await _prune_all(app)
             await writer.execute(INSERT_SESSION, tenant, "kept", "web", None, BASE_TIME)
             await _until_folded(app)
-            released.set()
+            held.release()
             async with asyncio.timeout(10):
                 await watch.ended.wait()
     assert watch.changes == []
